@@ -1,0 +1,33 @@
+# Entry points: `make demo` and `make test` work on a fresh machine (each sets up .venv first).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt setup.py | sha256sum | cut -c1-12)
+PYTEST_ARGS ?=
+
+.PHONY: venv test demo bench fuzz soak lint clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt setup.py
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+test: venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(PY) -m flake8 fusion_nodes tests launch setup.py
+
+demo: venv
+	$(PY) -m fusion_nodes.tools.demo
+
+bench: venv
+	$(PY) -m fusion_nodes.tools.bench
+
+clean:
+	rm -rf build install log .pytest_cache .hypothesis

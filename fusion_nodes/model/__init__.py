@@ -1,0 +1,1 @@
+"""The gated fusion network: torch model, dataset, training, export and evaluation."""

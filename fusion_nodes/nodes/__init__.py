@@ -1,0 +1,1 @@
+"""Thin rclpy Node classes over the core, one executable each."""

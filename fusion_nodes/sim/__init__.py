@@ -1,0 +1,1 @@
+"""Deterministic synthetic driving world that writes rosbag2 files with ground truth."""

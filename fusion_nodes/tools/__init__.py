@@ -1,0 +1,1 @@
+"""Command-line tools and process helpers (bringup, replay, DDS isolation)."""
