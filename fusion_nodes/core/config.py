@@ -134,10 +134,14 @@ class CameraPreprocessConfig:
 
 @dataclass(frozen=True)
 class PillarConfig:
-    """Lidar BEV pseudo-image: occupancy, max height, mean intensity, density."""
+    """Lidar BEV pseudo-image: occupancy, max height, mean intensity, density.
+
+    Occupancy counts only returns above obstacle_min_z, so flat ground reads as free.
+    """
 
     grid: BevGrid = field(default_factory=BevGrid)
     z_min: float = -0.5
     z_max: float = 3.0
+    obstacle_min_z: float = 0.25
     density_norm: float = 16.0
     channels: tuple[str, ...] = ('occupancy', 'max_height', 'mean_intensity', 'density')

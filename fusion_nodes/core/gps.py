@@ -1,0 +1,172 @@
+"""GPS tracking in a local ENU frame: velocity, jump gating and health from NavSatFix data.
+
+A constant-velocity Kalman filter on east/north turns noisy fixes into a velocity and gives
+the innovation that flags multipath jumps (squared Mahalanobis distance against a chi-square
+gate, rather than robot_localization's disabled-by-default threshold). A jumped fix is
+reported and flagged but never folded into the state, so one spike can't drag the track;
+persistent disagreement re-anchors the filter after a few fixes.
+"""
+
+from dataclasses import dataclass
+import math
+
+import numpy as np
+
+from fusion_nodes.core.config import NS_PER_S
+from fusion_nodes.core.geodesy import EnuFrame
+
+GPS_FEATURES = ('speed', 'course_rate', 'velocity_east', 'velocity_north', 'sigma_h',
+                'status', 'dt', 'valid')
+GPS_HEALTH_FEATURES = ('fix_valid', 'sigma_h', 'jump', 'age')
+STATUS_NO_FIX = -1
+COVARIANCE_TYPE_UNKNOWN = 0
+
+
+@dataclass(frozen=True)
+class GpsTrackerConfig:
+    """origin is (lat, lon, alt); None anchors ENU at the first valid fix."""
+
+    origin: tuple[float, float, float] | None = None
+    default_sigma_m: float = 5.0
+    accel_sigma: float = 2.0
+    jump_gate_chi2: float = 13.8  # 99.9 % for 2 degrees of freedom
+    reanchor_after: int = 5
+    stale_after_s: float = 2.0
+    min_course_speed: float = 1.0
+
+
+@dataclass(frozen=True)
+class GpsSample:
+    """One processed fix: ENU state, flags, network features and health features."""
+
+    stamp_ns: int
+    valid: bool
+    jump: bool
+    position_enu: np.ndarray
+    velocity_enu: np.ndarray
+    position_covariance: np.ndarray
+    velocity_covariance: np.ndarray
+    features: np.ndarray
+    health: np.ndarray
+
+
+class GpsTracker:
+    """Feeds fixes (anything with GpsFix's attributes) in stamp order; see module docstring."""
+
+    def __init__(self, cfg: GpsTrackerConfig = GpsTrackerConfig()) -> None:
+        self._cfg = cfg
+        self.frame: EnuFrame | None = EnuFrame(*cfg.origin) if cfg.origin else None
+        self.resets = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the track (kept: the ENU origin) after a time jump or a long outage."""
+        self._state: np.ndarray | None = None
+        self._cov = np.zeros((4, 4))
+        self._last_stamp: int | None = None
+        self._last_valid_stamp: int | None = None
+        self._course: float | None = None
+        self._jumps_in_row = 0
+
+    def update(self, fix) -> GpsSample:
+        """Process one fix; a stamp at or before the previous one resets the track first."""
+        cfg = self._cfg
+        stamp = int(fix.stamp_ns)
+        if self._last_stamp is not None and stamp <= self._last_stamp:
+            self.resets += 1
+            self.reset()
+        dt = 0.0 if self._last_stamp is None else (stamp - self._last_stamp) / NS_PER_S
+        self._last_stamp = stamp
+        valid = fix.status > STATUS_NO_FIX and math.isfinite(fix.latitude)
+        if valid and self.frame is None:
+            self.frame = EnuFrame(fix.latitude, fix.longitude, fix.altitude)
+        if not valid:
+            self._predict(dt)
+            return self._sample(stamp, False, False, np.full(3, np.nan), None, dt, fix.status)
+
+        enu = self.frame.to_enu(fix.latitude, fix.longitude, fix.altitude)
+        measurement_cov = self._measurement_covariance(fix)
+        if (self._state is not None and self._last_valid_stamp is not None
+                and (stamp - self._last_valid_stamp) / NS_PER_S > cfg.stale_after_s):
+            self._state = None  # outage: velocity is unknown again
+        jump = False
+        if self._state is None:
+            self._state = np.array([enu[0], enu[1], 0.0, 0.0])
+            self._cov = np.diag([measurement_cov[0, 0], measurement_cov[1, 1], 25.0, 25.0])
+        else:
+            self._predict(dt)
+            jump = self._correct(enu[:2], measurement_cov[:2, :2])
+        self._last_valid_stamp = stamp
+        return self._sample(stamp, True, jump, enu, measurement_cov, dt, fix.status)
+
+    def _measurement_covariance(self, fix) -> np.ndarray:
+        cov = np.asarray(fix.position_covariance, dtype=np.float64).reshape(3, 3)
+        if fix.covariance_type == COVARIANCE_TYPE_UNKNOWN or not np.all(np.isfinite(cov)) \
+                or cov[0, 0] <= 0.0 or cov[1, 1] <= 0.0:
+            return np.diag([self._cfg.default_sigma_m ** 2] * 3)
+        return cov
+
+    def _predict(self, dt: float) -> None:
+        if self._state is None or dt <= 0.0:
+            return
+        f = np.eye(4)
+        f[0, 2] = f[1, 3] = dt
+        q = self._cfg.accel_sigma ** 2
+        g = np.array([[dt * dt / 2.0, 0.0], [0.0, dt * dt / 2.0], [dt, 0.0], [0.0, dt]])
+        self._state = f @ self._state
+        self._cov = f @ self._cov @ f.T + q * g @ g.T
+
+    def _correct(self, position: np.ndarray, measurement_cov: np.ndarray) -> bool:
+        h = np.zeros((2, 4))
+        h[0, 0] = h[1, 1] = 1.0
+        innovation = position - h @ self._state
+        s = h @ self._cov @ h.T + measurement_cov
+        mahalanobis2 = float(innovation @ np.linalg.solve(s, innovation))
+        if mahalanobis2 > self._cfg.jump_gate_chi2:
+            self._jumps_in_row += 1
+            if self._jumps_in_row < self._cfg.reanchor_after:
+                return True
+            # The world moved, not the fix: the receiver settled on a new solution.
+            self._state = np.array([position[0], position[1], 0.0, 0.0])
+            self._cov = np.diag([measurement_cov[0, 0], measurement_cov[1, 1], 25.0, 25.0])
+            self._jumps_in_row = 0
+            return True
+        self._jumps_in_row = 0
+        gain = self._cov @ h.T @ np.linalg.inv(s)
+        self._state = self._state + gain @ innovation
+        self._cov = (np.eye(4) - gain @ h) @ self._cov
+        return False
+
+    def _sample(self, stamp: int, valid: bool, jump: bool, enu: np.ndarray,
+                measurement_cov: np.ndarray | None, dt: float, status: int) -> GpsSample:
+        cfg = self._cfg
+        if self._state is not None:
+            velocity = self._state[2:].copy()
+            velocity_cov = self._cov[2:, 2:].copy()
+        else:
+            velocity = np.zeros(2)
+            velocity_cov = np.diag([25.0, 25.0])
+        speed = float(np.hypot(*velocity))
+        course_rate = 0.0
+        if speed >= cfg.min_course_speed:
+            course = math.atan2(velocity[1], velocity[0])
+            if self._course is not None and dt > 0.0:
+                course_rate = math.remainder(course - self._course, 2.0 * math.pi) / dt
+            self._course = course
+        else:
+            self._course = None
+        cov = measurement_cov if measurement_cov is not None else np.diag([1e6] * 3)
+        sigma_h = math.sqrt(max(cov[0, 0], cov[1, 1]))
+        age = 0.0 if self._last_valid_stamp is None else (stamp - self._last_valid_stamp) / NS_PER_S
+        age = age if self._last_valid_stamp is not None else cfg.stale_after_s
+        features = np.array([
+            speed / 20.0, np.clip(course_rate, -2.0, 2.0), velocity[0] / 20.0,
+            velocity[1] / 20.0, min(sigma_h / 10.0, 1.0), (status + 1) / 3.0, min(dt, 1.0),
+            1.0 if valid else 0.0,
+        ], dtype=np.float32)
+        health = np.array([
+            1.0 if valid else 0.0, min(sigma_h / 10.0, 1.0), 1.0 if jump else 0.0,
+            min(age / cfg.stale_after_s, 1.0),
+        ], dtype=np.float32)
+        return GpsSample(stamp, valid, jump, np.asarray(enu, dtype=np.float64), velocity, cov,
+                         velocity_cov, features, health)
