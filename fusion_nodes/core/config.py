@@ -48,7 +48,8 @@ class BevGrid:
         ys = self.y_min + (np.arange(cols) + 0.5) * self.resolution
         return np.meshgrid(xs, ys, indexing='ij')
 
-    def cell_index(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def cell_index(self, x: np.ndarray,
+                   y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Row, column and an in-grid mask for points in base_link."""
         rows, cols = self.shape
         i = np.floor((np.asarray(x) - self.x_min) / self.resolution).astype(np.int64)

@@ -54,4 +54,3 @@ class EnuFrame:
         n = _A / np.sqrt(1.0 - _E2 * np.sin(lat) ** 2)
         alt = p / np.cos(lat) - n
         return float(np.degrees(lat)), float(np.degrees(lon)), float(alt)
-

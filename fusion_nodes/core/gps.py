@@ -157,8 +157,10 @@ class GpsTracker:
             self._course = None
         cov = measurement_cov if measurement_cov is not None else np.diag([1e6] * 3)
         sigma_h = math.sqrt(max(cov[0, 0], cov[1, 1]))
-        age = 0.0 if self._last_valid_stamp is None else (stamp - self._last_valid_stamp) / NS_PER_S
-        age = age if self._last_valid_stamp is not None else cfg.stale_after_s
+        if self._last_valid_stamp is None:
+            age = cfg.stale_after_s
+        else:
+            age = (stamp - self._last_valid_stamp) / NS_PER_S
         features = np.array([
             speed / 20.0, np.clip(course_rate, -2.0, 2.0), velocity[0] / 20.0,
             velocity[1] / 20.0, min(sigma_h / 10.0, 1.0), (status + 1) / 3.0, min(dt, 1.0),
