@@ -1,0 +1,87 @@
+"""camera_node: decodes Image or CompressedImage, publishes network input and health."""
+
+import sys
+
+import numpy as np
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image
+
+from fusion_nodes import conversions
+from fusion_nodes.core.align.signatures import frame_difference_energy
+from fusion_nodes.core.camera import (
+    CAMERA_HEALTH_FEATURES, CameraHealthConfig, CameraHealthTracker, grey_from_network_input,
+    preprocess_camera)
+from fusion_nodes.core.config import CameraPreprocessConfig
+from fusion_nodes.nodes.params import CAMERA_PARAMS
+from fusion_nodes.nodes.runner import run_node
+from fusion_nodes.nodes.sensor_node import ERROR, OK, RELIABLE_OUTPUT, SensorNode, WARN
+
+_TRANSPORTS = {
+    'raw': (Image, 'camera/image_raw', conversions.image_to_rgb8),
+    'compressed': (CompressedImage, 'camera/image_raw/compressed',
+                   conversions.compressed_to_rgb8),
+}
+
+
+def assess_camera(health: np.ndarray) -> tuple[int, str]:
+    """Diagnostic level and message from camera health features."""
+    brightness, contrast, sharpness, frozen = (float(v) for v in health)
+    if frozen:
+        return ERROR, 'frozen: image stopped changing'
+    if brightness < 0.06:
+        return ERROR, 'blackout: image is dark'
+    if brightness > 0.92 or (brightness > 0.8 and contrast < 0.1):
+        return ERROR, 'overexposed or glare'
+    if sharpness < 0.45:
+        return WARN, 'blurred'
+    if contrast < 0.08:
+        return WARN, 'low contrast'
+    return OK, 'ok'
+
+
+class CameraNode(SensorNode):
+    """Publishes camera/features (32FC3, network size, normalised) and camera/health."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__('camera_node', 'camera', CAMERA_PARAMS, CAMERA_HEALTH_FEATURES,
+                         **kwargs)
+        p = self.params
+        transport = str(p['input_transport'])
+        if transport not in _TRANSPORTS:
+            raise ValueError(f'input_transport must be one of {sorted(_TRANSPORTS)}, '
+                             f'got {transport!r}')
+        self.preprocess_cfg = CameraPreprocessConfig(
+            width=int(p['network_width']), height=int(p['network_height']),
+            mean=tuple(p['normalisation_mean']), std=tuple(p['normalisation_std']))
+        self.tracker = CameraHealthTracker(CameraHealthConfig(
+            sharpness_ref=float(p['sharpness_ref']), frozen_diff=float(p['frozen_diff']),
+            frozen_frames=int(p['frozen_frames'])))
+        msg_type, topic, self._decode = _TRANSPORTS[transport]
+        self._previous_grey: np.ndarray | None = None
+        self.features_pub = self.create_publisher(Image, 'camera/features', RELIABLE_OUTPUT)
+        self.create_subscription(msg_type, topic, self._on_image, qos_profile_sensor_data)
+
+    def _on_image(self, msg) -> None:
+        self.handle(msg, self._process)
+
+    def _process(self, msg) -> None:
+        rgb = self._decode(msg)
+        features = preprocess_camera(rgb, self.preprocess_cfg)
+        health = self.tracker.update(rgb)
+        grey = grey_from_network_input(features, self.preprocess_cfg)
+        signature = frame_difference_energy(self._previous_grey, grey)
+        self._previous_grey = grey
+        out = conversions.numpy_to_image(
+            np.ascontiguousarray(features.transpose(1, 2, 0)), '32FC3', header=msg.header)
+        self.features_pub.publish(out)
+        level, message = assess_camera(health)
+        self.publish_health(msg.header, health, level, message, {'signature': signature})
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point: ros2 run fusion_nodes camera_node."""
+    sys.exit(run_node(CameraNode, args))
+
+
+if __name__ == '__main__':
+    main()

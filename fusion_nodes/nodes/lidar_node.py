@@ -1,0 +1,83 @@
+"""lidar_node: decodes any PointCloud2 layout, publishes BEV pillars and health."""
+
+import sys
+
+import numpy as np
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import Image, PointCloud2
+
+from fusion_nodes import conversions
+from fusion_nodes.core.align.signatures import scan_change_energy
+from fusion_nodes.core.config import BevGrid, PillarConfig, rotation_rpy
+from fusion_nodes.core.lidar import (
+    LIDAR_HEALTH_FEATURES, lidar_points_to_base, LidarHealthConfig, LidarHealthTracker,
+    pillarize)
+from fusion_nodes.nodes.params import LIDAR_PARAMS
+from fusion_nodes.nodes.runner import run_node
+from fusion_nodes.nodes.sensor_node import ERROR, OK, RELIABLE_OUTPUT, SensorNode, WARN
+
+
+def assess_lidar(health: np.ndarray) -> tuple[int, str]:
+    """Diagnostic level and message from lidar health features."""
+    point_ratio, valid_ratio, frozen, near_clutter = (float(v) for v in health)
+    if frozen:
+        return ERROR, 'frozen: scan identical to the previous one'
+    if point_ratio < 0.2:
+        return ERROR, 'dropout: too few points'
+    if near_clutter > 0.15:
+        return WARN, 'near-range clutter (rain, spray or dirt)'
+    if point_ratio < 0.6:
+        return WARN, 'sparse scan'
+    return OK, 'ok'
+
+
+class LidarNode(SensorNode):
+    """Publishes lidar/bev (32FC4 pillars: occupancy, max height, intensity, density)."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__('lidar_node', 'lidar', LIDAR_PARAMS, LIDAR_HEALTH_FEATURES, **kwargs)
+        p = self.params
+        grid = BevGrid(x_min=float(p['grid_x_min']), x_max=float(p['grid_x_max']),
+                       y_min=float(p['grid_y_min']), y_max=float(p['grid_y_max']),
+                       resolution=float(p['grid_resolution']))
+        self.pillar_cfg = PillarConfig(
+            grid=grid, z_min=float(p['z_min']), z_max=float(p['z_max']),
+            obstacle_min_z=float(p['obstacle_min_z']), density_norm=float(p['density_norm']))
+        translation = tuple(float(v) for v in p['extrinsic_translation'])
+        rpy = tuple(float(v) for v in p['extrinsic_rpy'])
+        if len(translation) != 3 or len(rpy) != 3:
+            raise ValueError('extrinsic_translation and extrinsic_rpy need 3 values each')
+        self._translation = translation
+        self._rotation = None if not any(rpy) else rotation_rpy(*rpy)
+        self.tracker = LidarHealthTracker(LidarHealthConfig(
+            expected_points=int(p['expected_points']), near_range=float(p['near_range'])))
+        self._previous_occupancy: np.ndarray | None = None
+        self.bev_pub = self.create_publisher(Image, 'lidar/bev', RELIABLE_OUTPUT)
+        self.create_subscription(PointCloud2, 'lidar/points', self._on_cloud,
+                                 qos_profile_sensor_data)
+
+    def _on_cloud(self, msg: PointCloud2) -> None:
+        self.handle(msg, self._process)
+
+    def _process(self, msg: PointCloud2) -> None:
+        xyzi = conversions.cloud_to_xyzi(msg, skip_nans=True)
+        total = int(msg.width) * int(msg.height)
+        health = self.tracker.update(xyzi, total)
+        base = lidar_points_to_base(xyzi, self._translation, self._rotation)
+        bev = pillarize(base, self.pillar_cfg)
+        signature = scan_change_energy(self._previous_occupancy, bev[0])
+        self._previous_occupancy = bev[0]
+        out = conversions.numpy_to_image(
+            np.ascontiguousarray(bev.transpose(1, 2, 0)), '32FC4', header=msg.header)
+        self.bev_pub.publish(out)
+        level, message = assess_lidar(health)
+        self.publish_health(msg.header, health, level, message, {'signature': signature})
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point: ros2 run fusion_nodes lidar_node."""
+    sys.exit(run_node(LidarNode, args))
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,60 @@
+"""Every node parameter, declared in one place with its default.
+
+Defaults here match config/fusion.yaml; the YAML is what deployments edit. Each node reads
+its table with declare_all() and turns the values into the core's frozen dataclasses, whose
+__post_init__ checks reject bad values at startup with a clear error.
+"""
+
+from rclpy.node import Node
+
+COMMON_PARAMS = {
+    'diagnostics_period_s': 1.0,
+    'warn_throttle_s': 5.0,
+}
+
+CAMERA_PARAMS = {
+    **COMMON_PARAMS,
+    'input_transport': 'raw',
+    'network_width': 128,
+    'network_height': 96,
+    'normalisation_mean': [0.45, 0.45, 0.45],
+    'normalisation_std': [0.25, 0.25, 0.25],
+    'sharpness_ref': 400.0,
+    'frozen_diff': 0.25,
+    'frozen_frames': 3,
+}
+
+LIDAR_PARAMS = {
+    **COMMON_PARAMS,
+    'extrinsic_translation': [0.0, 0.0, 1.8],
+    'extrinsic_rpy': [0.0, 0.0, 0.0],
+    'grid_x_min': 0.0,
+    'grid_x_max': 32.0,
+    'grid_y_min': -16.0,
+    'grid_y_max': 16.0,
+    'grid_resolution': 0.5,
+    'z_min': -0.5,
+    'z_max': 3.0,
+    'obstacle_min_z': 0.25,
+    'density_norm': 16.0,
+    'expected_points': 24000,
+    'near_range': 3.0,
+}
+
+GPS_PARAMS = {
+    **COMMON_PARAMS,
+    'origin_from_first_fix': True,
+    'origin_latitude': 0.0,
+    'origin_longitude': 0.0,
+    'origin_altitude': 0.0,
+    'default_sigma_m': 5.0,
+    'jump_gate_chi2': 13.8,
+    'stale_after_s': 2.0,
+    'odom_frame': 'map',
+}
+
+
+def declare_all(node: Node, table: dict[str, object]) -> dict[str, object]:
+    """Declare every parameter of a table and return the values in force."""
+    return {name: node.declare_parameter(name, default).value
+            for name, default in table.items()}

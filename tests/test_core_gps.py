@@ -1,0 +1,88 @@
+"""GPS geodesy and tracking: ENU, velocity, jump gating, resets."""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fusion_nodes.core.geodesy import EnuFrame, geodetic_to_ecef
+from fusion_nodes.core.gps import GpsTracker, GpsTrackerConfig
+
+ORIGIN = (48.137, 11.575, 520.0)
+
+
+@dataclass
+class Fix:
+    stamp_ns: int
+    latitude: float
+    longitude: float
+    altitude: float
+    status: int = 0
+    covariance_type: int = 2
+    position_covariance: tuple = (0.25, 0, 0, 0, 0.25, 0, 0, 0, 1.0)
+
+
+def test_ecef_of_known_point():
+    # Equator / prime meridian lies on the semi-major axis.
+    np.testing.assert_allclose(geodetic_to_ecef(0.0, 0.0, 0.0), [6378137.0, 0.0, 0.0])
+    np.testing.assert_allclose(geodetic_to_ecef(90.0, 0.0, 0.0)[2], 6356752.314245, atol=1e-3)
+
+
+def test_enu_round_trip_and_scale():
+    frame = EnuFrame(*ORIGIN)
+    enu = frame.to_enu(ORIGIN[0] + 0.001, ORIGIN[1], ORIGIN[2])
+    # One millidegree of latitude is about 111.2 m north at this latitude.
+    assert abs(enu[1] - 111.2) < 0.3 and abs(enu[0]) < 1e-6
+    for point in ([100.0, -250.0, 3.0], [-1500.0, 800.0, -20.0]):
+        np.testing.assert_allclose(frame.to_enu(*frame.to_geodetic(point)), point, atol=1e-6)
+
+
+def _drive(tracker, velocity, steps, noise=0.3, jump_at=None, seed=0):
+    frame = EnuFrame(*ORIGIN)
+    rng = np.random.default_rng(seed)
+    samples = []
+    for k in range(steps):
+        enu = np.array([velocity[0] * k * 0.1, velocity[1] * k * 0.1, 0.0])
+        enu += rng.normal(0.0, noise, 3)
+        if jump_at is not None and k == jump_at:
+            enu[0] += 25.0
+        samples.append(tracker.update(Fix(k * 100_000_000, *frame.to_geodetic(enu))))
+    return samples
+
+
+def test_velocity_converges_and_origin_is_param_or_first_fix():
+    tracker = GpsTracker(GpsTrackerConfig(origin=ORIGIN))
+    samples = _drive(tracker, (6.0, -2.0), 80)
+    np.testing.assert_allclose(samples[-1].velocity_enu, [6.0, -2.0], atol=0.4)
+    assert abs(samples[-1].features[0] * 20.0 - np.hypot(*samples[-1].velocity_enu)) < 1e-5
+    first_fix_tracker = GpsTracker()
+    first = _drive(first_fix_tracker, (1.0, 0.0), 1)[0]
+    np.testing.assert_allclose(first.position_enu, 0.0, atol=1e-6)
+
+
+def test_multipath_jump_is_flagged_and_not_followed():
+    samples = _drive(GpsTracker(GpsTrackerConfig(origin=ORIGIN)), (5.0, 0.0), 60, jump_at=40)
+    assert samples[40].jump and samples[40].health[2] == 1.0
+    assert not any(s.jump for s in samples[:40] + samples[41:])
+    np.testing.assert_allclose(samples[41].velocity_enu, [5.0, 0.0], atol=0.6)
+
+
+def test_no_fix_and_outage_age():
+    tracker = GpsTracker(GpsTrackerConfig(origin=ORIGIN))
+    _drive(tracker, (3.0, 0.0), 10)
+    lost = tracker.update(Fix(1_500_000_000, float('nan'), float('nan'), float('nan'), -1))
+    assert not lost.valid and lost.health[0] == 0.0
+    assert 0.25 < lost.health[3] < 0.35  # 0.6 s since the last fix of a 2 s stale limit
+
+
+def test_time_jump_resets_track():
+    tracker = GpsTracker(GpsTrackerConfig(origin=ORIGIN))
+    _drive(tracker, (3.0, 0.0), 20)
+    back = tracker.update(Fix(100, *EnuFrame(*ORIGIN).to_geodetic([0.0, 0.0, 0.0])))
+    assert tracker.resets == 1 and back.valid and not back.jump
+    np.testing.assert_allclose(back.velocity_enu, 0.0)
+
+
+def test_unknown_covariance_uses_default_sigma():
+    tracker = GpsTracker(GpsTrackerConfig(origin=ORIGIN, default_sigma_m=4.0))
+    s = tracker.update(Fix(0, *ORIGIN, covariance_type=0, position_covariance=(0,) * 9))
+    assert abs(s.health[1] - 0.4) < 1e-6
