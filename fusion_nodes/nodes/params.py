@@ -54,6 +54,29 @@ GPS_PARAMS = {
 }
 
 
+FUSION_PARAMS = {
+    **COMMON_PARAMS,
+    'backend': 'onnxruntime',
+    'model': '',
+    'providers': [''],
+    'reference_sensor': 'camera',
+    'max_wait_ms': 33.0,
+    'camera_stale_ms': 100.0,
+    'sensor_stale_ms': 500.0,
+    'poll_period_ms': 5.0,
+    'enable_overlay': True,
+    'overlay_input': 'camera/image_raw',
+    'overlay_transport': 'raw',
+    'object_min_cells': 2,
+    'object_min_confidence': 0.5,
+    'processing_warn_ms': 25.0,
+    'processing_error_ms': 33.0,
+    'processing_error_consecutive': 5,
+    'base_frame': 'base_link',
+    'odom_frame': 'odom',
+}
+
+
 def declare_all(node: Node, table: dict[str, object]) -> dict[str, object]:
     """Declare every parameter of a table and return the values in force."""
     return {name: node.declare_parameter(name, default).value

@@ -1,0 +1,417 @@
+"""fusion_node: aligns the sensor nodes' outputs, runs the gated network, publishes products.
+
+Reference frames are the camera's: each camera frame is fused with the lidar and GPS samples
+the DTW aligner matches to it, or without them once max_wait has passed. If the camera
+itself goes stale the node keeps publishing at camera rate from the remaining sensors, with
+the camera marked unavailable, so one dead sensor never silences the output.
+"""
+
+from pathlib import Path
+import sys
+import time
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Vector3Stamped
+from nav_msgs.msg import OccupancyGrid, Odometry
+import numpy as np
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+from visualization_msgs.msg import Marker, MarkerArray
+
+from fusion_nodes import conversions
+from fusion_nodes.core.align.aligner import AlignerConfig, StreamAligner
+from fusion_nodes.core.config import BevGrid, CameraModel, SEMANTIC_CLASSES, SENSORS
+from fusion_nodes.core.fusion_inputs import build_feed, SensorSample, StampJoiner
+from fusion_nodes.core.gps import GPS_FEATURES
+from fusion_nodes.core.overlay import draw_overlay
+from fusion_nodes.core.postprocess import (
+    CLASS_COLOURS, colourise, extract_objects, occupancy_percent, softmax)
+from fusion_nodes.core.stats import RejectionCounter, RollingPercentiles
+from fusion_nodes.core.watchdog import ProcessingWatchdog, WatchdogConfig
+from fusion_nodes.inference.metadata import load_metadata
+from fusion_nodes.inference.registry import make_backend
+from fusion_nodes.nodes.health_msg import parse_health_msg, vector
+from fusion_nodes.nodes.params import declare_all, FUSION_PARAMS
+from fusion_nodes.nodes.runner import run_node
+from fusion_nodes.nodes.sensor_node import ERROR, OK, RELIABLE_OUTPUT, STALE, WARN
+
+MODEL_FILE = 'gated_fusion.json'
+_HEALTH_NAMES = {
+    'camera': ('brightness', 'contrast', 'sharpness', 'frozen'),
+    'lidar': ('point_ratio', 'valid_ratio', 'frozen', 'near_clutter'),
+    'gps': ('fix_valid', 'sigma_h', 'jump', 'age'),
+}
+_DROPPED_GATE = 0.2
+
+
+def resolve_model_path(param: str) -> Path:
+    """The model metadata path: the param, else the installed share dir, else the source tree."""
+    if param:
+        path = Path(param).expanduser()
+        if path.is_dir():
+            path = path / MODEL_FILE
+        return path
+    candidates = [Path(__file__).resolve().parents[2] / 'models' / MODEL_FILE]
+    try:
+        from ament_index_python.packages import get_package_share_directory
+        candidates.insert(0, Path(get_package_share_directory('fusion_nodes')) / 'models'
+                          / MODEL_FILE)
+    except (ImportError, LookupError, ValueError):
+        pass
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f'no {MODEL_FILE} found in {[str(c) for c in candidates]}; '
+                            'set the model parameter')
+
+
+def _stamp_ns(msg) -> int:
+    return conversions.stamp_to_ns(msg.header.stamp)
+
+
+class SensorTrack:
+    """What the fusion node knows about one sensor stream, for matching and diagnostics."""
+
+    def __init__(self, sensor: str) -> None:
+        self.sensor = sensor
+        self.joiner = StampJoiner()
+        self.last_arrival_ns: int | None = None
+        self.last_sample: SensorSample | None = None
+        self.latency_ms = RollingPercentiles(300)
+        self.invalid = RejectionCounter()
+        self.gates = RollingPercentiles(30)
+        self.matched = 0
+        self.missing = 0
+
+
+class FusionNode(Node):
+    """Publishes fusion/{bev,semantic,objects,ego,gates,overlay} and /diagnostics."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__('fusion_node', **kwargs)
+        p = self.params = declare_all(self, FUSION_PARAMS)
+        if p['reference_sensor'] != 'camera':
+            raise ValueError('reference_sensor: only camera is supported (output at camera rate)')
+        model_path = resolve_model_path(str(p['model']))
+        self.metadata = load_metadata(model_path)
+        self.grid = BevGrid(**self.metadata.grid)
+        self.camera_model = CameraModel(**self.metadata.camera_model)
+        self.input_shapes = {spec['name']: tuple(spec['shape']) for spec in self.metadata.inputs}
+        providers = [name for name in p['providers'] if name]
+        options = {'providers': providers} if providers else {}
+        self.backend_name = str(p['backend'])
+        self.backend = make_backend(self.backend_name, model_path, **options)
+        self.backend.activate()
+        self.aligner = StreamAligner(AlignerConfig(
+            reference='camera', streams=('lidar', 'gps'),
+            max_wait_ns=int(float(p['max_wait_ms']) * 1e6)))
+        self.tracks = {sensor: SensorTrack(sensor) for sensor in SENSORS}
+        self.watchdog = ProcessingWatchdog(WatchdogConfig(
+            warn_ms=float(p['processing_warn_ms']), error_ms=float(p['processing_error_ms']),
+            error_consecutive=int(p['processing_error_consecutive'])))
+        self.processing_ms = RollingPercentiles(1000)
+        self.end_to_end_ms = RollingPercentiles(1000)
+        self.published = 0
+        self.fallback_frames = 0
+        self.inference_errors = RejectionCounter()
+        self._camera_period_ns = 33_333_333
+        self._last_output_ns: int | None = None
+        self._overlay_images: dict[int, np.ndarray] = {}
+
+        self._create_publishers()
+        self._create_subscriptions()
+        self.create_timer(float(p['poll_period_ms']) / 1e3, self._poll)
+        self.create_timer(float(p['diagnostics_period_s']), self._publish_diagnostics)
+        self.get_logger().info(
+            f'fusion_node ready: backend {self.backend_name}, model {self.metadata.name} '
+            f'{self.metadata.version} ({model_path})')
+
+    # ---- setup -------------------------------------------------------------------------
+
+    def _create_publishers(self) -> None:
+        self.bev_pub = self.create_publisher(OccupancyGrid, 'fusion/bev', RELIABLE_OUTPUT)
+        self.semantic_pub = self.create_publisher(Image, 'fusion/semantic', RELIABLE_OUTPUT)
+        self.objects_pub = self.create_publisher(MarkerArray, 'fusion/objects', RELIABLE_OUTPUT)
+        self.ego_pub = self.create_publisher(Odometry, 'fusion/ego', RELIABLE_OUTPUT)
+        self.gates_pub = self.create_publisher(Vector3Stamped, 'fusion/gates', RELIABLE_OUTPUT)
+        self.overlay_pub = (self.create_publisher(Image, 'fusion/overlay', RELIABLE_OUTPUT)
+                            if self.params['enable_overlay'] else None)
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+
+    def _create_subscriptions(self) -> None:
+        self.create_subscription(Image, 'camera/features',
+                                 lambda m: self._on_part('camera', 'features', m), 10)
+        self.create_subscription(DiagnosticArray, 'camera/health',
+                                 lambda m: self._on_part('camera', 'health', m), 10)
+        self.create_subscription(Image, 'lidar/bev',
+                                 lambda m: self._on_part('lidar', 'features', m), 10)
+        self.create_subscription(DiagnosticArray, 'lidar/health',
+                                 lambda m: self._on_part('lidar', 'health', m), 10)
+        self.create_subscription(DiagnosticArray, 'gps/health', self._on_gps_health, 10)
+        if self.overlay_pub is not None:
+            transport = str(self.params['overlay_transport'])
+            msg_type = {'raw': Image, 'compressed': CompressedImage}.get(transport)
+            if msg_type is None:
+                raise ValueError(f'overlay_transport must be raw or compressed, got {transport!r}')
+            self.create_subscription(msg_type, str(self.params['overlay_input']),
+                                     self._on_overlay_image, qos_profile_sensor_data)
+
+    # ---- inputs ------------------------------------------------------------------------
+
+    def _now_ns(self) -> int:
+        return self.get_clock().now().nanoseconds
+
+    def _on_part(self, sensor: str, part: str, msg) -> None:
+        track = self.tracks[sensor]
+        pair = track.joiner.add(_stamp_ns(msg), part, msg)
+        if pair is None:
+            return
+        try:
+            features = conversions.image_to_numpy(pair['features'])
+            features = np.ascontiguousarray(features.transpose(2, 0, 1))
+            name, level, values = parse_health_msg(pair['health'])
+            health = vector(values, 'health', _HEALTH_NAMES[sensor])
+            signature = float(values.get('signature', 0.0))
+        except ValueError as error:
+            self._reject(track, str(error))
+            return
+        self._accept(track, SensorSample(sensor, _stamp_ns(msg), self._now_ns(), features,
+                                         health, signature, level))
+
+    def _on_gps_health(self, msg: DiagnosticArray) -> None:
+        track = self.tracks['gps']
+        try:
+            _, level, values = parse_health_msg(msg)
+            features = vector(values, 'feature', GPS_FEATURES)
+            health = vector(values, 'health', _HEALTH_NAMES['gps'])
+        except ValueError as error:
+            self._reject(track, str(error))
+            return
+        self._accept(track, SensorSample('gps', _stamp_ns(msg), self._now_ns(), features,
+                                         health, float(values.get('signature', 0.0)), level))
+
+    def _reject(self, track: SensorTrack, detail: str) -> None:
+        track.invalid.add(detail.split(':', 1)[0][:80])
+        self.get_logger().warning(f'invalid {track.sensor} input: {detail}',
+                                  throttle_duration_sec=float(self.params['warn_throttle_s']))
+
+    def _accept(self, track: SensorTrack, sample: SensorSample) -> None:
+        if track.sensor == 'camera' and track.last_sample is not None:
+            period = sample.stamp_ns - track.last_sample.stamp_ns
+            if 0 < period < 1_000_000_000:
+                self._camera_period_ns = int(0.9 * self._camera_period_ns + 0.1 * period)
+        track.last_arrival_ns = sample.arrival_ns
+        track.last_sample = sample
+        track.latency_ms.add((sample.arrival_ns - sample.stamp_ns) / 1e6)
+        self.aligner.push(track.sensor, sample.stamp_ns, sample.arrival_ns, sample.signature,
+                          sample)
+        self._poll()
+
+    def _on_overlay_image(self, msg) -> None:
+        try:
+            rgb = (conversions.image_to_rgb8(msg) if isinstance(msg, Image)
+                   else conversions.compressed_to_rgb8(msg))
+        except ValueError as error:
+            self._reject(self.tracks['camera'], f'overlay image: {error}')
+            return
+        self._overlay_images[_stamp_ns(msg)] = rgb
+        while len(self._overlay_images) > 8:
+            self._overlay_images.pop(next(iter(self._overlay_images)))
+
+    # ---- fusion ------------------------------------------------------------------------
+
+    def _poll(self) -> None:
+        now = self._now_ns()
+        for frame in self.aligner.poll(now):
+            samples = {'camera': frame.payload}
+            for sensor in ('lidar', 'gps'):
+                match = frame.matches.get(sensor)
+                track = self.tracks[sensor]
+                if match is None or self._is_stale(abs(match.residual_ns)):
+                    samples[sensor] = None
+                    track.missing += 1
+                else:
+                    samples[sensor] = match.payload
+                    track.matched += 1
+            self._fuse(frame.stamp_ns, samples, now)
+        self._fallback_without_camera(now)
+
+    def _is_stale(self, age_ns: int) -> bool:
+        return age_ns > float(self.params['sensor_stale_ms']) * 1e6
+
+    def _fallback_without_camera(self, now: int) -> None:
+        camera = self.tracks['camera']
+        stale_ns = float(self.params['camera_stale_ms']) * 1e6
+        if camera.last_arrival_ns is not None and now - camera.last_arrival_ns < stale_ns:
+            return
+        since_output = None if self._last_output_ns is None else now - self._last_output_ns
+        if since_output is not None and since_output < self._camera_period_ns:
+            return
+        samples: dict[str, SensorSample | None] = {'camera': None}
+        for sensor in ('lidar', 'gps'):
+            track = self.tracks[sensor]
+            fresh = track.last_arrival_ns is not None and not self._is_stale(
+                now - track.last_arrival_ns)
+            samples[sensor] = track.last_sample if fresh else None
+        if samples['lidar'] is None and samples['gps'] is None:
+            return  # nothing at all to fuse: diagnostics report every sensor stale
+        self.fallback_frames += 1
+        self._fuse(now, samples, now)
+
+    def _fuse(self, stamp_ns: int, samples: dict[str, SensorSample | None], now: int) -> None:
+        start = time.perf_counter()
+        try:
+            outputs = self.backend.infer(build_feed(samples, self.input_shapes))
+        except (ValueError, RuntimeError) as error:
+            self.inference_errors.add(str(error).split(':', 1)[0][:80])
+            self.get_logger().error(f'inference failed: {error}', throttle_duration_sec=5.0)
+            return
+        header = Header(frame_id=str(self.params['base_frame']))
+        header.stamp = conversions.ns_to_stamp(stamp_ns)
+        self._publish(header, outputs, samples)
+        elapsed_ms = (time.perf_counter() - start) * 1e3
+        self.processing_ms.add(elapsed_ms)
+        self.watchdog.add(elapsed_ms)
+        self.end_to_end_ms.add((self._now_ns() - stamp_ns) / 1e6)
+        self._last_output_ns = now
+        self.published += 1
+
+    def _publish(self, header: Header, outputs: dict[str, np.ndarray],
+                 samples: dict[str, SensorSample | None]) -> None:
+        probabilities = softmax(outputs['bev_logits'][0])
+        classes = probabilities.argmax(axis=0)
+        self.bev_pub.publish(conversions.occupancy_grid(
+            occupancy_percent(probabilities), self.grid, header))
+        self.semantic_pub.publish(conversions.numpy_to_image(colourise(classes), 'rgb8', header))
+        objects = extract_objects(probabilities, self.grid,
+                                  min_cells=int(self.params['object_min_cells']),
+                                  min_confidence=float(self.params['object_min_confidence']))
+        self.objects_pub.publish(self._markers(header, objects))
+        self.ego_pub.publish(self._ego(header, outputs))
+        gates = outputs['gates'][0]
+        for sensor, gate in zip(SENSORS, gates):
+            self.tracks[sensor].gates.add(float(gate))
+        gates_msg = Vector3Stamped(header=header)
+        gates_msg.vector.x, gates_msg.vector.y, gates_msg.vector.z = (float(g) for g in gates)
+        self.gates_pub.publish(gates_msg)
+        if self.overlay_pub is not None and samples.get('camera') is not None:
+            rgb = self._overlay_images.get(samples['camera'].stamp_ns)
+            if rgb is not None:
+                statuses = {s: self._sensor_status(s)[0] for s in SENSORS}
+                image = draw_overlay(rgb, objects, gates, self.camera_model, statuses)
+                self.overlay_pub.publish(conversions.numpy_to_image(image, 'rgb8', header))
+
+    def _markers(self, header: Header, objects) -> MarkerArray:
+        markers = [Marker(header=header, action=Marker.DELETEALL)]
+        for k, obj in enumerate(objects):
+            name = SEMANTIC_CLASSES[obj.class_id]
+            colour = CLASS_COLOURS[obj.class_id] / 255.0
+            box = Marker(header=header, ns=name, id=2 * k, type=Marker.CUBE, action=Marker.ADD)
+            box.pose.position.x, box.pose.position.y, box.pose.position.z = obj.x, obj.y, 0.5
+            box.pose.orientation.w = 1.0
+            box.scale.x, box.scale.y, box.scale.z = obj.length, obj.width, 1.0
+            box.color.r, box.color.g, box.color.b = (float(c) for c in colour)
+            box.color.a = float(obj.confidence)
+            label = Marker(header=header, ns=name, id=2 * k + 1, type=Marker.TEXT_VIEW_FACING,
+                           action=Marker.ADD, text=f'{name} {obj.confidence:.2f}')
+            label.pose.position.x, label.pose.position.y, label.pose.position.z = (
+                obj.x, obj.y, 1.5)
+            label.pose.orientation.w = 1.0
+            label.scale.z = 0.6
+            label.color.r = label.color.g = label.color.b = label.color.a = 1.0
+            markers.extend([box, label])
+        return MarkerArray(markers=markers)
+
+    def _ego(self, header: Header, outputs: dict[str, np.ndarray]) -> Odometry:
+        velocity = outputs['ego_velocity'][0]
+        variance = np.exp(np.clip(outputs['ego_log_variance'][0], -20.0, 20.0))
+        odom = Odometry(child_frame_id=str(self.params['base_frame']))
+        odom.header.stamp = header.stamp
+        odom.header.frame_id = str(self.params['odom_frame'])
+        odom.pose.pose.orientation.w = 1.0
+        odom.pose.covariance = (np.eye(6) * 1e6).ravel().tolist()  # velocity-only estimate
+        odom.twist.twist.linear.x = float(velocity[0])
+        odom.twist.twist.linear.y = float(velocity[1])
+        odom.twist.twist.angular.z = float(velocity[2])
+        covariance = np.eye(6) * 1e6
+        covariance[0, 0], covariance[1, 1], covariance[5, 5] = (float(v) for v in variance)
+        odom.twist.covariance = covariance.ravel().tolist()
+        return odom
+
+    # ---- diagnostics -------------------------------------------------------------------
+
+    def _sensor_status(self, sensor: str) -> tuple[str, int]:
+        track = self.tracks[sensor]
+        now = self._now_ns()
+        stale_ms = self.params['camera_stale_ms' if sensor == 'camera' else 'sensor_stale_ms']
+        if track.last_arrival_ns is None or now - track.last_arrival_ns > float(stale_ms) * 1e6:
+            return 'STALE', STALE
+        if track.last_sample is not None and track.last_sample.level >= ERROR:
+            return 'INVALID', ERROR
+        if len(track.gates) and track.gates.percentile(50) < _DROPPED_GATE:
+            return 'DROPPED', WARN
+        return 'OK', OK
+
+    def _publish_diagnostics(self) -> None:
+        offsets = self.aligner.offsets()
+        statuses = []
+        for sensor in SENSORS:
+            track = self.tracks[sensor]
+            state, level = self._sensor_status(sensor)
+            values = {
+                'status': state,
+                'gate': f'{track.gates.percentile(50):.3f}',
+                'latency_ms_p50': f'{track.latency_ms.percentile(50):.2f}',
+                'matched': str(track.matched),
+                'missing': str(track.missing),
+                'invalid': str(track.invalid.total),
+                'unpaired': str(track.joiner.unpaired),
+            }
+            estimate = offsets.get(sensor)
+            if estimate is not None:
+                values['offset_ms'] = f'{estimate.offset_ns / 1e6:.2f}'
+                values['offset_confidence'] = f'{estimate.confidence:.2f}'
+            statuses.append(DiagnosticStatus(
+                level=bytes([level]), name=f'fusion_nodes: fusion/{sensor}',
+                message=f'{sensor} {state}', hardware_id=self.get_fully_qualified_name(),
+                values=[KeyValue(key=k, value=v) for k, v in values.items()]))
+        watchdog_level = self.watchdog.level()
+        message = {OK: 'ok', WARN: 'processing over budget',
+                   ERROR: 'processing over budget repeatedly'}[watchdog_level]
+        node_values = {
+            'backend': self.backend_name,
+            'model': f'{self.metadata.name} {self.metadata.version}',
+            'published': str(self.published),
+            'fallback_frames': str(self.fallback_frames),
+            'inference_errors': str(self.inference_errors.total),
+            'processing_ms_p50': f'{self.processing_ms.percentile(50):.2f}',
+            'processing_ms_p99': f'{self.processing_ms.percentile(99):.2f}',
+            'end_to_end_ms_p50': f'{self.end_to_end_ms.percentile(50):.2f}',
+            'end_to_end_ms_p99': f'{self.end_to_end_ms.percentile(99):.2f}',
+        }
+        statuses.append(DiagnosticStatus(
+            level=bytes([watchdog_level]), name='fusion_nodes: fusion_node', message=message,
+            hardware_id=self.get_fully_qualified_name(),
+            values=[KeyValue(key=k, value=v) for k, v in node_values.items()]))
+        array = DiagnosticArray(status=statuses)
+        array.header.stamp = self.get_clock().now().to_msg()
+        self.diagnostics_pub.publish(array)
+
+    def destroy_node(self) -> None:
+        """Release the inference backend explicitly, never in a finaliser."""
+        backend = getattr(self, 'backend', None)
+        if backend is not None:
+            backend.deactivate()
+            self.backend = None
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point: ros2 run fusion_nodes fusion_node."""
+    sys.exit(run_node(FusionNode, args))
+
+
+if __name__ == '__main__':
+    main()
