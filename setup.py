@@ -48,6 +48,7 @@ setup(
             'fusion-build-engine = fusion_nodes.inference.build_engine:main',
             'fusion-replay = fusion_nodes.tools.replay:main',
             'fusion-bringup = fusion_nodes.tools.bringup:main',
+            'fusion_stack = fusion_nodes.tools.stack:main',
         ],
     },
 )
