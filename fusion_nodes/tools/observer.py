@@ -69,8 +69,13 @@ class FusionObserver(Node):
     def __init__(self, camera_transport: str = 'raw', keep_overlays_every_s: float = 4.0,
                  **kwargs) -> None:
         super().__init__('fusion_observer', **kwargs)
+        # Latest arrival per stamp: a looping bag repeats stamps, so events are counted too.
         self.camera_arrival: dict[int, int] = {}
-        self.fused_arrival: dict[int, int] = {}
+        self.camera_count = 0
+        self.fused_count = 0
+        self.fused_matched = 0
+        self.fused_arrivals: list[int] = []
+        self.latency_events: list[tuple[int, float]] = []
         self.gates: list[tuple[int, np.ndarray]] = []
         self.semantic: dict[int, np.ndarray] = {}
         self.overlays: list[tuple[int, np.ndarray]] = []
@@ -89,12 +94,18 @@ class FusionObserver(Node):
                                  _RELIABLE)
 
     def _on_camera(self, msg) -> None:
-        self.camera_arrival.setdefault(conversions.stamp_to_ns(msg.header.stamp),
-                                       time.monotonic_ns())
+        self.camera_arrival[conversions.stamp_to_ns(msg.header.stamp)] = time.monotonic_ns()
+        self.camera_count += 1
 
     def _on_gates(self, msg: Vector3Stamped) -> None:
         stamp = conversions.stamp_to_ns(msg.header.stamp)
-        self.fused_arrival.setdefault(stamp, time.monotonic_ns())
+        arrival = time.monotonic_ns()
+        self.fused_count += 1
+        self.fused_arrivals.append(arrival)
+        camera_arrival = self.camera_arrival.get(stamp)
+        if camera_arrival is not None:
+            self.fused_matched += 1
+            self.latency_events.append((arrival, (arrival - camera_arrival) / 1e6))
         self.gates.append((stamp, np.array([msg.vector.x, msg.vector.y, msg.vector.z])))
 
     def _on_semantic(self, msg: Image) -> None:
@@ -129,17 +140,15 @@ class FusionObserver(Node):
         return False
 
     def report(self) -> ObserverReport:
-        latency = [(self.fused_arrival[s] - self.camera_arrival[s]) / 1e6
-                   for s in self.fused_arrival if s in self.camera_arrival]
-        matched = len(set(self.fused_arrival) & set(self.camera_arrival))
-        arrivals = sorted(self.fused_arrival.values())
+        latency = [ms for _, ms in self.latency_events]
+        arrivals = self.fused_arrivals
         span_s = (arrivals[-1] - arrivals[0]) / 1e9 if len(arrivals) > 1 else 0.0
         rate = (len(arrivals) - 1) / span_s if span_s > 0 else 0.0
         start = min(s for s, _ in self.gates) if self.gates else 0
         timeline = [((s - start) / 1e9, g) for s, g in sorted(self.gates, key=lambda x: x[0])]
         diagnostics = {name: (level, message) for name, (level, message, _)
                        in self.diagnostics.items() if name.startswith('fusion_nodes')}
-        return ObserverReport(len(self.camera_arrival), len(self.fused_arrival), matched, rate,
+        return ObserverReport(self.camera_count, self.fused_count, self.fused_matched, rate,
                               latency, timeline, diagnostics)
 
 

@@ -1,0 +1,116 @@
+"""`make soak`: loop the demo bag through the live stack and watch memory and latency creep.
+
+RSS of every node process is sampled each second; growth is measured from the end of the
+warm-up to the end of the run (target < 5 MB per process). Latency creep compares the
+end-to-end latency p50 of the first and last fifth of the run (after warm-up).
+"""
+
+import argparse
+from dataclasses import dataclass
+import json
+from pathlib import Path
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from fusion_nodes.tools import dds_env
+from fusion_nodes.tools.demo import bag_camera_transport, find_demo_bag, ROOT
+
+
+@dataclass(frozen=True)
+class SoakResult:
+    duration_s: float
+    fused_frames: int
+    camera_frames: int
+    rss_growth_mb: dict[str, float]
+    latency_p50_first_ms: float
+    latency_p50_last_ms: float
+    latency_p99_ms: float
+    nodes_alive: bool
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def soak(duration_s: float, warmup_s: float = 20.0, bag: Path | None = None,
+         backend: str = 'onnxruntime', log_dir: Path | None = None) -> SoakResult:
+    """Run the stack for warmup_s + duration_s with the bag looping; returns the figures."""
+    import psutil
+    import rclpy
+    from fusion_nodes.tools.bringup import start_stack
+    from fusion_nodes.tools.node_set import StackOptions
+    from fusion_nodes.tools.observer import FusionObserver
+
+    dds_env.apply_to_current_process()
+    bag = bag or find_demo_bag()
+    transport = bag_camera_transport(bag)
+    stack = start_stack(StackOptions(backend=backend, camera_transport=transport,
+                                     enable_overlay=False), log_dir=log_dir)
+    rclpy.init()
+    observer = FusionObserver(camera_transport=transport)
+    replay = None
+    try:
+        if not observer.wait_for_outputs(stack, timeout_s=60.0):
+            raise RuntimeError('the fusion stack did not come up')
+        replay = subprocess.Popen([sys.executable, '-m', 'fusion_nodes.tools.replay', str(bag),
+                                   '--loop'], env=dds_env.isolated_env())
+        processes = {n.spec.name: psutil.Process(n.process.pid) for n in stack.nodes}
+        rss: dict[str, list[tuple[float, float]]] = {name: [] for name in processes}
+        start = time.monotonic()
+        next_sample = start
+        while time.monotonic() - start < warmup_s + duration_s and stack.alive():
+            rclpy.spin_once(observer, timeout_sec=0.02)
+            now = time.monotonic()
+            if now >= next_sample:
+                for name, process in processes.items():
+                    rss[name].append((now - start, process.memory_info().rss / 2 ** 20))
+                next_sample += 1.0
+        alive = stack.alive()
+        growth = {}
+        for name, samples in rss.items():
+            after_warmup = [mb for t, mb in samples if t >= warmup_s]
+            growth[name] = (max(after_warmup[-5:]) - min(after_warmup[:5])
+                            if len(after_warmup) >= 10 else float('nan'))
+        report = observer.report()
+        latencies = [ms for _, ms in observer.latency_events]
+        fifth = max(len(latencies) // 5, 1)
+        skip = int(len(latencies) * warmup_s / (warmup_s + duration_s))
+        steady = latencies[skip:]
+        return SoakResult(
+            duration_s=duration_s, fused_frames=report.fused_frames,
+            camera_frames=report.camera_frames, rss_growth_mb=growth,
+            latency_p50_first_ms=float(np.median(steady[:fifth])) if steady else float('nan'),
+            latency_p50_last_ms=float(np.median(steady[-fifth:])) if steady else float('nan'),
+            latency_p99_ms=float(np.percentile(steady, 99)) if steady else float('nan'),
+            nodes_alive=alive)
+    finally:
+        if replay is not None and replay.poll() is None:
+            replay.terminate()
+            replay.wait(timeout=10)
+        observer.destroy_node()
+        rclpy.try_shutdown()
+        stack.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--duration', type=float, default=600.0, help='seconds after warm-up')
+    parser.add_argument('--warmup', type=float, default=20.0)
+    parser.add_argument('--max-rss-growth-mb', type=float, default=5.0)
+    parser.add_argument('--out', type=Path, default=ROOT / 'out' / 'soak')
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    result = soak(args.duration, args.warmup, log_dir=args.out)
+    print(json.dumps(result.as_dict(), indent=2))
+    worst = max(result.rss_growth_mb.values())
+    print(f'soak: {args.duration:.0f} s, {result.fused_frames} fused frames, worst RSS growth '
+          f'{worst:.2f} MB (limit {args.max_rss_growth_mb} MB), latency p50 '
+          f'{result.latency_p50_first_ms:.1f} -> {result.latency_p50_last_ms:.1f} ms, '
+          f'p99 {result.latency_p99_ms:.1f} ms')
+    return 0 if result.nodes_alive and worst < args.max_rss_growth_mb else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())
