@@ -29,5 +29,16 @@ demo: venv
 bench: venv
 	$(PY) -m fusion_nodes.tools.bench
 
+# 10k hypothesis cases per decoder (CI runs the same tests with fewer); prints per-test counts.
+FUZZ_EXAMPLES ?= 10000
+fuzz: venv
+	FUSION_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q -m fuzz --hypothesis-show-statistics \
+		-p no:cacheprovider
+
+# Ten minutes of real-time replay (looping the demo bag) through the live stack.
+SOAK_SECONDS ?= 600
+soak: venv
+	$(PY) -m fusion_nodes.tools.soak --duration $(SOAK_SECONDS)
+
 clean:
 	rm -rf build install log .pytest_cache .hypothesis
