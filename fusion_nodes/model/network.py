@@ -1,0 +1,199 @@
+"""The gated fusion network: camera, lidar and GPS encoders, reliability gates, BEV fusion.
+
+Intermediate fusion in the BEV grid. The camera CNN's feature map is lifted into the grid by
+sampling it where each cell centre projects (constant GridSample grids, one per height); the
+lidar encoder runs on the pillar pseudo-image; a small MLP encodes the GPS ego features. Each
+sensor gets one sigmoid gate from its pooled features, its health features and its
+availability bit, multiplied by that bit so a missing sensor's gate is exactly 0. The BEV
+features are fused GMU-style as a gate-weighted mean, so a gated-off sensor contributes
+nothing and a lone sensor passes through unscaled; the ego-velocity head sees GPS only
+through its gate.
+"""
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from fusion_nodes.core.config import BevGrid, CameraModel, SEMANTIC_CLASSES, SENSORS
+from fusion_nodes.model.lifting import bev_sampling_grid
+
+INPUT_NAMES = ('camera', 'lidar', 'gps', 'health', 'available')
+OUTPUT_NAMES = ('bev_logits', 'ego_velocity', 'ego_log_variance', 'gates')
+GATE_MODES = ('learned', 'fixed')
+HEALTH_FEATURES = 4
+GPS_FEATURES = 8
+LIDAR_CHANNELS = 4
+# Keeps the gate-weighted mean finite when every gate is 0 (then the fused features are 0).
+FUSION_EPS = 1e-3
+LOG_VARIANCE_RANGE = (-8.0, 6.0)
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Architecture hyperparameters; 'fixed' gates (the ungated baseline) equal availability."""
+
+    camera_channels: tuple[int, int, int] = (16, 24, 24)
+    bev_channels: int = 16
+    lift_heights_m: tuple[float, ...] = (0.1, 0.8)
+    gps_hidden: int = 32
+    gate_hidden: int = 16
+    gate_mode: str = 'learned'
+
+    def __post_init__(self) -> None:
+        if self.gate_mode not in GATE_MODES:
+            raise ValueError(f'gate_mode must be one of {GATE_MODES}, got {self.gate_mode!r}')
+        if not self.lift_heights_m:
+            raise ValueError('lift_heights_m needs at least one height')
+        if min(self.camera_channels) <= 0 or self.bev_channels <= 0:
+            raise ValueError('channel counts must be positive')
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> 'NetworkConfig':
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f'unknown architecture fields: {sorted(unknown)}')
+        converted = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        return cls(**converted)
+
+
+def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.ReLU())
+
+
+class _Gate(nn.Module):
+    """sigmoid(MLP([pooled features, health, available])) * available."""
+
+    def __init__(self, feature_dim: int, hidden: int) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(feature_dim + HEALTH_FEATURES + 1, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, 1))
+
+    def forward(self, pooled: torch.Tensor, health: torch.Tensor,
+                available: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logit = self.mlp(torch.cat([pooled, health, available], dim=1))
+        return torch.sigmoid(logit) * available, logit
+
+
+class GatedFusionNet(nn.Module):
+    """See the module docstring; forward follows the I/O contract in INPUT/OUTPUT_NAMES."""
+
+    def __init__(self, grid: BevGrid = BevGrid(), camera_model: CameraModel = CameraModel(),
+                 cfg: NetworkConfig = NetworkConfig(),
+                 num_classes: int = len(SEMANTIC_CLASSES)) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.grid = grid
+        self.num_classes = num_classes
+        c1, c2, c3 = cfg.camera_channels
+        d = cfg.bev_channels
+        self.camera_encoder = nn.Sequential(_conv(3, c1, 2), _conv(c1, c2, 2), _conv(c2, c3))
+        grids, masks = zip(*(bev_sampling_grid(grid, camera_model, h)
+                             for h in cfg.lift_heights_m))
+        for k, sampling in enumerate(grids):
+            self.register_buffer(f'lift_grid_{k}', torch.from_numpy(sampling)[None])
+        # The ground-plane footprint tells the fused head where camera evidence can exist.
+        self.register_buffer('camera_mask',
+                             torch.from_numpy(masks[0].astype('float32'))[None, None])
+        lifted = c3 * len(grids) + 1
+        self.camera_to_bev = nn.Sequential(nn.Conv2d(lifted, d, 1), nn.ReLU())
+        self.lidar_encoder = nn.Sequential(_conv(LIDAR_CHANNELS, d), _conv(d, d))
+        self.gps_encoder = nn.Sequential(nn.Linear(GPS_FEATURES, cfg.gps_hidden), nn.ReLU(),
+                                         nn.Linear(cfg.gps_hidden, cfg.gps_hidden), nn.ReLU())
+        self.camera_gate = _Gate(c3, cfg.gate_hidden)
+        self.lidar_gate = _Gate(d, cfg.gate_hidden)
+        self.gps_gate = _Gate(cfg.gps_hidden, cfg.gate_hidden)
+        self.bev_head = nn.Sequential(_conv(d, d), nn.Conv2d(d, num_classes, 1))
+        self.ego_head = nn.Sequential(nn.Linear(cfg.gps_hidden + 1, cfg.gps_hidden), nn.ReLU(),
+                                      nn.Linear(cfg.gps_hidden, 6))
+        # Late-fusion baseline: single-sensor heads trained alongside, not exported.
+        self.camera_aux_head = nn.Conv2d(d, num_classes, 1)
+        self.lidar_aux_head = nn.Conv2d(d, num_classes, 1)
+
+    def _batched(self, buffer: torch.Tensor, batch: int) -> torch.Tensor:
+        # The deployed graph has batch 1: using the buffer as is keeps Expand out of it.
+        return buffer if batch == 1 else buffer.expand(batch, -1, -1, -1)
+
+    def _lift(self, camera_features: torch.Tensor) -> torch.Tensor:
+        batch = int(camera_features.shape[0])
+        sampled = [nn.functional.grid_sample(
+            camera_features, self._batched(getattr(self, f'lift_grid_{k}'), batch),
+            mode='bilinear', padding_mode='zeros', align_corners=False)
+            for k in range(len(self.cfg.lift_heights_m))]
+        mask = self._batched(self.camera_mask, batch)
+        return self.camera_to_bev(torch.cat(sampled + [mask], dim=1))
+
+    def forward_all(self, camera: torch.Tensor, lidar: torch.Tensor, gps: torch.Tensor,
+                    health: torch.Tensor, available: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every output, the gate logits and the single-sensor heads (for training and eval)."""
+        camera_features = self.camera_encoder(camera)
+        camera_bev = self._lift(camera_features)
+        lidar_bev = self.lidar_encoder(lidar)
+        gps_features = self.gps_encoder(gps)
+        pooled = (camera_features.mean(dim=(2, 3)), lidar_bev.mean(dim=(2, 3)), gps_features)
+        gate_nets = (self.camera_gate, self.lidar_gate, self.gps_gate)
+        gates, logits = [], []
+        for k, (net, features) in enumerate(zip(gate_nets, pooled)):
+            avail = available[:, k:k + 1]
+            gate, logit = net(features, health[:, k], avail)
+            gates.append(avail if self.cfg.gate_mode == 'fixed' else gate)
+            logits.append(logit)
+        g_camera = gates[0][:, :, None, None]
+        g_lidar = gates[1][:, :, None, None]
+        weighted = g_camera * camera_bev + g_lidar * lidar_bev
+        fused = weighted / (g_camera + g_lidar + FUSION_EPS)
+        bev_logits = self.bev_head(fused)
+        ego = self.ego_head(torch.cat([gates[2] * gps_features, gates[2]], dim=1))
+        log_variance = torch.clamp(ego[:, 3:], *LOG_VARIANCE_RANGE)
+        return {
+            'bev_logits': bev_logits,
+            'ego_velocity': ego[:, :3],
+            'ego_log_variance': log_variance,
+            'gates': torch.cat(gates, dim=1),
+            'gate_logits': torch.cat(logits, dim=1),
+            'camera_logits': self.camera_aux_head(camera_bev),
+            'lidar_logits': self.lidar_aux_head(lidar_bev),
+        }
+
+    def forward(self, camera: torch.Tensor, lidar: torch.Tensor, gps: torch.Tensor,
+                health: torch.Tensor, available: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        out = self.forward_all(camera, lidar, gps, health, available)
+        return tuple(out[name] for name in OUTPUT_NAMES)
+
+
+def _field(metadata: Any, name: str, default: Any = None) -> Any:
+    if isinstance(metadata, Mapping):
+        return metadata.get(name, default)
+    return getattr(metadata, name, default)
+
+
+def build_model(metadata: Any = None) -> GatedFusionNet:
+    """The untrained network for a ModelMetadata or metadata dict (None: the defaults).
+
+    Geometry comes from the metadata's grid and camera_model, so the lifting grid always
+    matches the calibration the model was trained with; architecture from its 'architecture'
+    entry (top level or under 'training').
+    """
+    if metadata is None:
+        return GatedFusionNet()
+    grid = BevGrid(**(_field(metadata, 'grid') or {}))
+    camera_fields = dict(_field(metadata, 'camera_model') or {})
+    for key in ('translation', 'rpy'):
+        if key in camera_fields:
+            camera_fields[key] = tuple(camera_fields[key])
+    camera_model = CameraModel(**camera_fields)
+    architecture = _field(metadata, 'architecture')
+    if architecture is None:
+        architecture = (_field(metadata, 'training') or {}).get('architecture', {})
+    class_names = _field(metadata, 'class_names') or SEMANTIC_CLASSES
+    sensor_order = tuple(_field(metadata, 'sensor_order') or SENSORS)
+    if sensor_order != SENSORS:
+        raise ValueError(f"sensor_order {sensor_order} differs from the network's {SENSORS}")
+    return GatedFusionNet(grid, camera_model, NetworkConfig.from_dict(architecture),
+                          len(class_names))

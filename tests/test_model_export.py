@@ -1,0 +1,90 @@
+"""ONNX export: static shapes, TensorRT-parseable ops, ORT parity and the metadata beside it."""
+
+import hashlib
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from fusion_nodes.model.export import (
+    check_onnx_graph, example_inputs, onnx_op_types, TENSORRT_OPS, write_model)
+from fusion_nodes.model.network import build_model, INPUT_NAMES, OUTPUT_NAMES
+
+
+@pytest.fixture(scope='module')
+def exported(tmp_path_factory):
+    torch.manual_seed(0)
+    model = build_model().eval()
+    directory = tmp_path_factory.mktemp('model')
+    json_path = write_model(model, directory, 'gated_fusion', '0.0-test',
+                            {'data_sha256': 'none', 'seeds': [], 'epochs': 0})
+    return model, json_path
+
+
+def test_exported_graph_is_static_and_uses_only_checked_ops(exported):
+    _, json_path = exported
+    data = (json_path.parent / 'gated_fusion.onnx').read_bytes()
+    ops = onnx_op_types(data)
+    print('exported ONNX op set:', sorted(ops))
+    assert ops <= TENSORRT_OPS
+    assert 'GridSample' in ops and 'Conv' in ops
+    graph = onnx.load_from_string(data).graph
+    assert [v.name for v in graph.input] == list(INPUT_NAMES)
+    assert [v.name for v in graph.output] == list(OUTPUT_NAMES)
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in list(graph.input) + list(graph.output)}
+    assert shapes['camera'] == [1, 3, 96, 128] and shapes['lidar'] == [1, 4, 64, 64]
+    assert shapes['bev_logits'] == [1, 6, 64, 64] and shapes['gates'] == [1, 3]
+    check_onnx_graph(data)
+
+
+def test_check_rejects_dynamic_shapes_and_foreign_ops():
+    x = onnx.helper.make_tensor_value_info('x', onnx.TensorProto.FLOAT, ['batch', 3])
+    y = onnx.helper.make_tensor_value_info('y', onnx.TensorProto.FLOAT, ['batch', 3])
+    dynamic = onnx.helper.make_model(onnx.helper.make_graph(
+        [onnx.helper.make_node('Relu', ['x'], ['y'])], 'g', [x], [y]))
+    with pytest.raises(ValueError, match='dynamic'):
+        check_onnx_graph(dynamic.SerializeToString())
+    xs = onnx.helper.make_tensor_value_info('x', onnx.TensorProto.FLOAT, [1, 3])
+    ys = onnx.helper.make_tensor_value_info('y', onnx.TensorProto.FLOAT, [1, 3])
+    foreign = onnx.helper.make_model(onnx.helper.make_graph(
+        [onnx.helper.make_node('Hardmax', ['x'], ['y'])], 'g', [xs], [ys]))
+    with pytest.raises(ValueError, match='Hardmax'):
+        check_onnx_graph(foreign.SerializeToString())
+
+
+@pytest.mark.parametrize('available', [(1.0, 1.0, 1.0), (1.0, 0.0, 1.0), (0.0, 1.0, 0.0)])
+def test_onnxruntime_matches_torch(exported, available):
+    model, json_path = exported
+    session = ort.InferenceSession(str(json_path.parent / 'gated_fusion.onnx'),
+                                   providers=['CPUExecutionProvider'])
+    feed = example_inputs(model, seed=7)
+    feed['available'] = np.array([available], dtype=np.float32)
+    ort_out = session.run(list(OUTPUT_NAMES), feed)
+    with torch.no_grad():
+        torch_out = model(*(torch.from_numpy(feed[name]) for name in INPUT_NAMES))
+    for name, a, b in zip(OUTPUT_NAMES, ort_out, torch_out):
+        np.testing.assert_allclose(a, b.numpy(), atol=1e-4, rtol=0, err_msg=name)
+
+
+def test_metadata_describes_the_files_and_rebuilds_the_model(exported):
+    model, json_path = exported
+    metadata = json.loads(json_path.read_text())
+    assert metadata['format'] == 'fusion_nodes.model/1'
+
+    onnx_bytes = (json_path.parent / metadata['onnx_file']).read_bytes()
+    assert metadata['onnx_sha256'] == hashlib.sha256(onnx_bytes).hexdigest()
+    weights = json_path.parent / metadata['torch_weights_file']
+    assert metadata['torch_weights_sha256'] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert metadata['sensor_order'] == ['camera', 'lidar', 'gps']
+    assert [s['name'] for s in metadata['inputs']] == list(INPUT_NAMES)
+    rebuilt = build_model(metadata)
+    rebuilt.load_state_dict(torch.load(weights, weights_only=True))
+    rebuilt.eval()
+    feed = {k: torch.from_numpy(v) for k, v in example_inputs(model, seed=3).items()}
+    with torch.no_grad():
+        for a, b in zip(model(**feed), rebuilt(**feed)):
+            torch.testing.assert_close(a, b)

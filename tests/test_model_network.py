@@ -1,0 +1,143 @@
+"""The gated fusion network: shapes, gating by availability, and the camera lifting grid."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from fusion_nodes.core.config import BevGrid, CameraModel
+from fusion_nodes.model.lifting import bev_sampling_grid, OUTSIDE
+from fusion_nodes.model.network import (
+    build_model, GatedFusionNet, INPUT_NAMES, NetworkConfig, OUTPUT_NAMES)
+
+
+def _inputs(batch: int = 1, seed: int = 0, available=(1.0, 1.0, 1.0)) -> dict:
+    gen = torch.Generator().manual_seed(seed)
+    return {
+        'camera': torch.randn(batch, 3, 96, 128, generator=gen),
+        'lidar': torch.rand(batch, 4, 64, 64, generator=gen),
+        'gps': torch.randn(batch, 8, generator=gen),
+        'health': torch.rand(batch, 3, 4, generator=gen),
+        'available': torch.tensor([available] * batch),
+    }
+
+
+@pytest.fixture(scope='module')
+def model() -> GatedFusionNet:
+    torch.manual_seed(0)
+    return build_model().eval()
+
+
+def test_output_shapes_follow_the_contract(model):
+    with torch.no_grad():
+        outputs = model(**_inputs())
+    shapes = [tuple(t.shape) for t in outputs]
+    assert shapes == [(1, 6, 64, 64), (1, 3), (1, 3), (1, 3)]
+    positional = model(*_inputs().values())
+    for a, b in zip(outputs, positional):
+        torch.testing.assert_close(a, b)
+    assert len(OUTPUT_NAMES) == 4 and INPUT_NAMES[0] == 'camera'
+
+
+def test_batched_forward_matches_single_frames(model):
+    batch = _inputs(batch=3, seed=1)
+    with torch.no_grad():
+        together = model(**batch)
+        for k in range(3):
+            single = model(**{name: value[k:k + 1] for name, value in batch.items()})
+            for a, b in zip(together, single):
+                torch.testing.assert_close(a[k:k + 1], b, atol=1e-5, rtol=1e-5)
+
+
+def test_gates_are_sigmoids_and_zero_when_unavailable(model):
+    with torch.no_grad():
+        gates = model(**_inputs(available=(1.0, 0.0, 1.0)))[3][0]
+    assert gates[1].item() == 0.0
+    assert 0.0 < gates[0].item() < 1.0 and 0.0 < gates[2].item() < 1.0
+
+
+def test_unavailable_lidar_cannot_change_the_bev_output(model):
+    first = _inputs(seed=2, available=(1.0, 0.0, 1.0))
+    second = dict(first, lidar=torch.rand(1, 4, 64, 64) * 5.0)
+    with torch.no_grad():
+        a, b = model(**first)[0], model(**second)[0]
+    torch.testing.assert_close(a, b)
+    # ...whereas an available lidar does change it.
+    with torch.no_grad():
+        c = model(**dict(first, available=torch.ones(1, 3)))[0]
+        d = model(**dict(second, available=torch.ones(1, 3)))[0]
+    assert (c - d).abs().max().item() > 1e-4
+
+
+def test_unavailable_gps_cannot_change_the_ego_estimate(model):
+    first = _inputs(seed=3, available=(1.0, 1.0, 0.0))
+    second = dict(first, gps=torch.randn(1, 8) * 10.0)
+    with torch.no_grad():
+        a, b = model(**first), model(**second)
+    torch.testing.assert_close(a[1], b[1])
+    torch.testing.assert_close(a[2], b[2])
+
+
+def test_fixed_gates_equal_availability():
+    torch.manual_seed(0)
+    ungated = GatedFusionNet(cfg=NetworkConfig(gate_mode='fixed')).eval()
+    with torch.no_grad():
+        gates = ungated(**_inputs(available=(1.0, 0.0, 1.0)))[3]
+    assert gates.tolist() == [[1.0, 0.0, 1.0]]
+
+
+def test_bad_architecture_is_rejected():
+    with pytest.raises(ValueError, match='gate_mode'):
+        NetworkConfig(gate_mode='sometimes')
+    with pytest.raises(ValueError, match='unknown architecture'):
+        NetworkConfig.from_dict({'depth': 3})
+
+
+def _pitched_pinhole(camera: CameraModel, x: float, y: float, z: float) -> tuple[float, float]:
+    """Pixel of a base_link point for a camera pitched down by rpy[1], by plain trigonometry."""
+    pitch = camera.rpy[1]
+    d = np.array([x, y, z]) - np.asarray(camera.translation)
+    forward = np.array([math.cos(pitch), 0.0, -math.sin(pitch)])
+    down = np.array([-math.sin(pitch), 0.0, -math.cos(pitch)])
+    right = np.array([0.0, -1.0, 0.0])
+    depth = d @ forward
+    return camera.cx + camera.fx * (d @ right) / depth, camera.cy + camera.fy * (d @ down) / depth
+
+
+def test_lifting_grid_matches_pinhole_geometry():
+    grid, camera = BevGrid(), CameraModel()
+    sampling, valid = bev_sampling_grid(grid, camera, 0.0)
+    xs, ys = grid.cell_centres()
+    checked = 0
+    for i, j in ((40, 32), (20, 10), (63, 50), (10, 31)):
+        u, v = _pitched_pinhole(camera, xs[i, j], ys[i, j], 0.0)
+        inside = 0 <= u < camera.width and 0 <= v < camera.height
+        assert valid[i, j] == inside
+        if inside:
+            checked += 1
+            np.testing.assert_allclose(sampling[i, j], [2 * u / 640 - 1, 2 * v / 480 - 1],
+                                       atol=1e-5)
+    assert checked >= 2
+    # Cells behind the camera (x < 1.5 m) can never be seen.
+    assert not valid[:3].any() and (sampling[:3] == OUTSIDE).all()
+    # The optical axis meets the ground at x = 1.5 + 1.6 / tan(0.08): near the image centre.
+    row = int((1.5 + 1.6 / math.tan(0.08)) / grid.resolution)
+    assert abs(sampling[row, 32, 0]) < 0.02 and abs(sampling[row, 32, 1]) < 0.03
+
+
+def test_build_model_reads_geometry_from_metadata():
+    metadata = {'grid': {'x_min': 0.0, 'x_max': 16.0, 'y_min': -8.0, 'y_max': 8.0,
+                         'resolution': 0.5},
+                'camera_model': {'translation': [1.0, 0.0, 2.0], 'rpy': [0.0, 0.1, 0.0]},
+                'architecture': {'bev_channels': 8}}
+    model = build_model(metadata).eval()
+    with torch.no_grad():
+        out = model(**dict(_inputs(), lidar=torch.rand(1, 4, 32, 32)))
+    assert tuple(out[0].shape) == (1, 6, 32, 32)
+    expected, _ = bev_sampling_grid(BevGrid(0.0, 16.0, -8.0, 8.0, 0.5),
+                                    CameraModel(translation=(1.0, 0.0, 2.0),
+                                                rpy=(0.0, 0.1, 0.0)), 0.1)
+    np.testing.assert_array_equal(model.lift_grid_0[0].numpy(), expected)
+    with pytest.raises(ValueError, match='sensor_order'):
+        build_model({'sensor_order': ['lidar', 'camera', 'gps']})
