@@ -1,0 +1,101 @@
+"""Sensor failures applied to clean camera frames and lidar sweeps.
+
+Frozen frames and scans are not here: the world replays the data of the window's start, which
+keeps them byte-identical as a stuck driver's would be.
+"""
+
+import math
+
+import cv2
+import numpy as np
+
+from fusion_nodes.sim.lidar_cast import POINT_DTYPE
+from fusion_nodes.sim.scenario import FailureWindow
+
+
+def camera_failure(img: np.ndarray, window: FailureWindow, seed: int,
+                   t_ns: int) -> np.ndarray:
+    """The frame a failed camera delivers instead of the clean (H, W, 3) uint8 img."""
+    kind, params = window.kind, window.params
+    noise_rng = np.random.default_rng([seed, 51, t_ns])
+    # Features fixed for the whole window (sun position, dirt blobs) seed on its start.
+    window_rng = np.random.default_rng([seed, 53, round(window.start_s * 1e3)])
+    if kind == 'blackout':
+        dark = img.astype(np.float32) * float(params.get('residual', 0.02))
+        dark += noise_rng.normal(0.0, 1.5, img.shape)
+        return np.clip(dark, 0, 255).astype(np.uint8)
+    if kind == 'glare':
+        h, w = img.shape[:2]
+        u0 = window_rng.uniform(0.2, 0.8) * w
+        v0 = window_rng.uniform(0.05, 0.4) * h
+        vv, uu = np.mgrid[0:h, 0:w].astype(np.float32)
+        r2 = ((uu - u0) ** 2 + (vv - v0) ** 2) / (0.3 * w) ** 2
+        bloom = 255.0 * np.exp(-r2)[..., None]
+        streak = 120.0 * np.exp(-((uu - u0) / 6.0) ** 2)[..., None]
+        out = img.astype(np.float32) * float(params.get('gain', 2.5)) + bloom + streak
+        return np.clip(out, 0, 255).astype(np.uint8)
+    if kind == 'blur':
+        k = int(params.get('kernel', 21)) | 1
+        return cv2.GaussianBlur(img, (k, k), 0)
+    if kind == 'dirt':
+        return _dirt(img, window_rng, int(params.get('blobs', 6)))
+    raise ValueError(f'camera failure {kind!r} is not applied to frames')
+
+
+def _dirt(img: np.ndarray, rng: np.random.Generator, blobs: int) -> np.ndarray:
+    """Mud splashes: soft dark-brown blobs fixed on the lens for the window."""
+    h, w = img.shape[:2]
+    alpha = np.zeros((h, w), dtype=np.float32)
+    for _ in range(blobs):
+        centre = (int(rng.uniform(0, w)), int(rng.uniform(0, h)))
+        axes = (int(rng.uniform(0.05, 0.14) * w), int(rng.uniform(0.04, 0.12) * h))
+        cv2.ellipse(alpha, centre, axes, float(rng.uniform(0, 180)), 0, 360,
+                    float(rng.uniform(0.75, 0.97)), -1)
+    alpha = cv2.GaussianBlur(alpha, (0, 0), 9.0)[..., None]
+    mud = np.array([62.0, 48.0, 34.0], dtype=np.float32)
+    return np.clip(img * (1.0 - alpha) + mud * alpha, 0, 255).astype(np.uint8)
+
+
+def lidar_failure(points: np.ndarray, window: FailureWindow, seed: int, t_ns: int,
+                  elevations: np.ndarray, max_range: float, scan_period_s: float) -> np.ndarray:
+    """The sweep a failed lidar delivers instead of the clean POINT_DTYPE points."""
+    kind, params = window.kind, window.params
+    rng = np.random.default_rng([seed, 61, t_ns])
+    if kind == 'dropout':
+        keep = rng.random(points.size) < float(params.get('keep_fraction', 0.003))
+        return points[keep]
+    if kind == 'sparse':
+        stride = int(params.get('beam_stride', 4))
+        keep = (points['ring'] % stride == 0) & (rng.random(points.size) >= 0.3)
+        return points[keep]
+    if kind == 'rain':
+        return _rain(points, rng, params, elevations, max_range, scan_period_s)
+    raise ValueError(f'lidar failure {kind!r} is not applied to sweeps')
+
+
+def _rain(points: np.ndarray, rng: np.random.Generator, params, elevations: np.ndarray,
+          max_range: float, scan_period_s: float) -> np.ndarray:
+    """Drops hit close to the sensor, far returns fade, and range noise grows."""
+    xyz = np.stack([points['x'], points['y'], points['z']], axis=1).astype(np.float64)
+    r = np.linalg.norm(xyz, axis=1)
+    far_loss = float(params.get('far_loss', 0.5))
+    kept = points[rng.random(points.size) >= far_loss * np.clip(r / max_range, 0, 1) * 2.0]
+    kept = kept.copy()
+    scale = 1.0 + rng.normal(0.0, 0.01, kept.size)
+    for f in ('x', 'y', 'z'):
+        kept[f] = kept[f] * scale
+    kept['intensity'] *= 0.7
+    n = int(params.get('clutter_points', 2500))
+    clutter = np.zeros(n, dtype=POINT_DTYPE)
+    rng_r = 0.4 + rng.exponential(2.0, n)
+    az = rng.uniform(0.0, 2.0 * math.pi, n)
+    ring = rng.integers(0, elevations.size, n)
+    el = elevations[ring]
+    clutter['x'] = rng_r * np.cos(el) * np.cos(az)
+    clutter['y'] = rng_r * np.cos(el) * np.sin(az)
+    clutter['z'] = rng_r * np.sin(el)
+    clutter['intensity'] = rng.uniform(0.0, 0.08, n)
+    clutter['ring'] = ring
+    clutter['time'] = az / (2.0 * math.pi) * scan_period_s
+    merged = np.concatenate([kept, clutter])
+    return merged[np.argsort(merged['time'], kind='stable')]
