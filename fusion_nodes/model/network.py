@@ -129,8 +129,12 @@ class GatedFusionNet(nn.Module):
         return self.camera_to_bev(torch.cat(sampled + [mask], dim=1))
 
     def forward_all(self, camera: torch.Tensor, lidar: torch.Tensor, gps: torch.Tensor,
-                    health: torch.Tensor, available: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Every output, the gate logits and the single-sensor heads (for training and eval)."""
+                    health: torch.Tensor, available: torch.Tensor,
+                    gate_override: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Every output, the gate logits and the single-sensor heads (for training and eval).
+
+        gate_override ([B, 3]) replaces the gates, e.g. for evaluating fixed gating.
+        """
         camera_features = self.camera_encoder(camera)
         camera_bev = self._lift(camera_features)
         lidar_bev = self.lidar_encoder(lidar)
@@ -143,6 +147,8 @@ class GatedFusionNet(nn.Module):
             gate, logit = net(features, health[:, k], avail)
             gates.append(avail if self.cfg.gate_mode == 'fixed' else gate)
             logits.append(logit)
+        if gate_override is not None:
+            gates = [gate_override[:, k:k + 1] for k in range(len(gates))]
         g_camera = gates[0][:, :, None, None]
         g_lidar = gates[1][:, :, None, None]
         weighted = g_camera * camera_bev + g_lidar * lidar_bev

@@ -1,0 +1,251 @@
+"""fusion-eval: gated fusion against single modalities, ungated and late fusion, per scenario.
+
+Every method runs on the same test samples (the test seeds of each catalogue scenario):
+- gated: the shipped model;
+- camera only / lidar only: the shipped model with the other sensors missing (zero input,
+  availability 0), i.e. what it does from that sensor alone;
+- ungated: the same architecture trained the same way but with every gate pinned to the
+  availability bit (1 whenever the sensor delivered) and no gate supervision;
+- late fusion: the shipped model's single-sensor BEV heads averaged in probability, with ego
+  velocity from the GPS branch alone.
+"""
+
+import argparse
+import json
+from pathlib import Path
+import sys
+
+import numpy as np
+import torch
+
+from fusion_nodes.core.config import NS_PER_S, SEMANTIC_CLASSES, SENSORS
+from fusion_nodes.model import dataset
+from fusion_nodes.model.export import file_sha256
+from fusion_nodes.model.metrics import confusion, gate_means, mean_iou, object_hits, rmse
+from fusion_nodes.model.network import build_model, GatedFusionNet
+from fusion_nodes.model.predict import predict
+
+METHODS = ('gated', 'camera_only', 'lidar_only', 'ungated', 'late_fusion')
+SINGLE = {'camera_only': 'camera', 'lidar_only': 'lidar'}
+GATE_FAILED_MAX = 0.2
+GATE_HEALTHY_MIN = 0.8
+
+
+def load_model(metadata_path: Path) -> GatedFusionNet:
+    """The torch model a metadata JSON describes, with its weights checked against the hash."""
+    metadata_path = Path(metadata_path)
+    if not metadata_path.is_file():
+        raise ValueError(f'model metadata {metadata_path} does not exist')
+    metadata = json.loads(metadata_path.read_text())
+    weights = metadata_path.parent / metadata['torch_weights_file']
+    if file_sha256(weights) != metadata['torch_weights_sha256']:
+        raise ValueError(f'{weights} does not match torch_weights_sha256 in {metadata_path}')
+    model = build_model(metadata)
+    model.load_state_dict(torch.load(weights, weights_only=True))
+    return model.eval()
+
+
+def _scores(bev_pred: np.ndarray, ego_pred: np.ndarray, samples: dict) -> dict[str, float]:
+    matrix = confusion(bev_pred, samples['bev'], len(SEMANTIC_CLASSES))
+    correct = total = 0
+    for pred, truth in zip(bev_pred, samples['bev']):
+        c, t = object_hits(pred, truth)
+        correct += c
+        total += t
+    return {'miou': mean_iou(matrix),
+            'object_accuracy': correct / total if total else float('nan'),
+            'ego_rmse': rmse(ego_pred, samples['ego'])}
+
+
+def evaluate_scenario(gated: GatedFusionNet, ungated: GatedFusionNet,
+                      samples: dict[str, np.ndarray]) -> dict:
+    """Scores of every method, gate statistics and the gate timeline of one scenario."""
+    full = predict(gated, samples)
+    runs = {
+        'gated': (full['bev'], full['ego']),
+        'late_fusion': (full['late'], full['late_ego']),
+    }
+    for method, sensor in SINGLE.items():
+        out = predict(gated, samples, keep=(sensor,))
+        runs[method] = (out['bev'], out['ego'])
+    plain = predict(ungated, samples)
+    runs['ungated'] = (plain['bev'], plain['ego'])
+    first = samples['recording'] == samples['recording'][0]
+    return {
+        'frames': int(samples['camera'].shape[0]),
+        'failed_fraction': {s: float(samples['failed'][:, k].mean())
+                            for k, s in enumerate(SENSORS)},
+        'methods': {m: _scores(*runs[m], samples) for m in METHODS},
+        'gates': gate_means(full['gates'], samples['failed'], samples['available'], SENSORS),
+        'timeline': {
+            't_s': ((samples['capture_ns'][first] - samples['capture_ns'][first][0])
+                    / NS_PER_S).tolist(),
+            'gates': full['gates'][first].tolist(),
+            'failed': samples['failed'][first].tolist(),
+            'available': samples['available'][first].tolist(),
+        },
+    }
+
+
+def failed_sensors(result: dict) -> list[str]:
+    return [s for s, f in result['failed_fraction'].items() if f > 0.0]
+
+
+def acceptance(results: dict[str, dict]) -> dict:
+    """The issue's acceptance checks, each with the figures it was decided on."""
+    checks = {}
+    if 'nominal' in results:
+        m = results['nominal']['methods']
+        others = {k: m[k]['miou'] for k in ('camera_only', 'lidar_only', 'ungated')}
+        checks['nominal_gated_beats_all'] = {
+            'pass': all(m['gated']['miou'] > v for v in others.values()),
+            'gated': m['gated']['miou'], 'others': others}
+    transfer = {}
+    for name, result in results.items():
+        failed = failed_sensors(result)
+        if len(failed) != 1:
+            continue
+        m = result['methods']
+        healthy_single = {k: m[k]['miou'] for k, s in SINGLE.items() if s not in failed}
+        best = max(healthy_single.values())
+        transfer[name] = {'failed': failed[0], 'best_single': best,
+                          'gated': m['gated']['miou'], 'ungated': m['ungated']['miou'],
+                          'gated_ok': m['gated']['miou'] >= best,
+                          'ungated_below': m['ungated']['miou'] < best}
+    checks['no_negative_transfer'] = {
+        'pass': bool(transfer) and all(t['gated_ok'] for t in transfer.values()),
+        'scenarios': transfer}
+    checks['ungated_negative_transfer_somewhere'] = {
+        'pass': any(t['ungated_below'] for t in transfer.values())}
+    pooled = {}
+    for k, sensor in enumerate(SENSORS):
+        healthy_sum = failed_sum = 0.0
+        healthy_n = failed_n = 0
+        for result in results.values():
+            g = result['gates'][sensor]
+            if g['healthy_frames']:
+                healthy_sum += g['healthy'] * g['healthy_frames']
+                healthy_n += g['healthy_frames']
+            if g['failed_frames']:
+                failed_sum += g['failed'] * g['failed_frames']
+                failed_n += g['failed_frames']
+        pooled[sensor] = {'healthy': healthy_sum / healthy_n if healthy_n else float('nan'),
+                          'failed': failed_sum / failed_n if failed_n else float('nan'),
+                          'healthy_frames': healthy_n, 'failed_frames': failed_n}
+    checks['gates'] = {
+        'pass': all((v['failed_frames'] == 0 or v['failed'] < GATE_FAILED_MAX)
+                    and (v['healthy_frames'] == 0 or v['healthy'] > GATE_HEALTHY_MIN)
+                    for v in pooled.values()),
+        'per_sensor': pooled}
+    return checks
+
+
+def markdown(results: dict[str, dict], checks: dict) -> str:
+    """The results table, the gate table and the acceptance lines."""
+    lines = ['| scenario | failed | ' + ' | '.join(METHODS) + ' |',
+             '|---|---|' + '---|' * len(METHODS)]
+    for name, result in results.items():
+        m = result['methods']
+        cells = [f"{m[k]['miou']:.3f} / {m[k]['object_accuracy']:.2f} / {m[k]['ego_rmse']:.2f}"
+                 for k in METHODS]
+        lines.append(f"| {name} | {', '.join(failed_sensors(result)) or '-'} | "
+                     + ' | '.join(cells) + ' |')
+    lines += ['', 'Cells: BEV mIoU / object class accuracy / ego-velocity RMSE (m/s, rad/s).',
+              '', '| scenario | ' + ' | '.join(f'{s} gate healthy / failed' for s in SENSORS)
+              + ' |', '|---|' + '---|' * len(SENSORS)]
+
+    def fmt(value: float) -> str:
+        return '-' if value != value else f'{value:.2f}'
+    for name, result in results.items():
+        g = result['gates']
+        lines.append(f'| {name} | ' + ' | '.join(
+            f"{fmt(g[s]['healthy'])} / {fmt(g[s]['failed'])}" for s in SENSORS) + ' |')
+    lines.append('')
+    for check, value in checks.items():
+        lines.append(f"- {check}: {'PASS' if value['pass'] else 'MISS'}")
+    return '\n'.join(lines) + '\n'
+
+
+def plot_timelines(results: dict[str, dict], path: Path) -> None:
+    """Gate per sensor over time, with failure windows shaded, one panel per scenario."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    names = [n for n in results if failed_sensors(results[n])] or list(results)
+    fig, axes = plt.subplots(len(names), 1, figsize=(9, 1.7 * len(names)), sharex=True,
+                             squeeze=False)
+    colours = {'camera': 'tab:orange', 'lidar': 'tab:blue', 'gps': 'tab:green'}
+    for ax, name in zip(axes[:, 0], names):
+        timeline = results[name]['timeline']
+        t = np.asarray(timeline['t_s'])
+        gates = np.asarray(timeline['gates'])
+        failed = np.asarray(timeline['failed'])
+        for k, sensor in enumerate(SENSORS):
+            ax.plot(t, gates[:, k], color=colours[sensor], label=sensor, lw=1.2)
+            ax.fill_between(t, 0, 1, where=failed[:, k] > 0, color=colours[sensor],
+                            alpha=0.15, step='mid')
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_ylabel('gate')
+        ax.set_title(name, fontsize=9, loc='left')
+    axes[0, 0].legend(loc='lower right', fontsize=8, ncol=3)
+    axes[-1, 0].set_xlabel('time (s); shaded: the sensor is failed (ground truth)')
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _by_scenario(items: list[dataset.Recording]) -> dict[str, list[dataset.Recording]]:
+    groups: dict[str, list[dataset.Recording]] = {}
+    for recording in items:
+        groups.setdefault(recording.scenario, []).append(recording)
+    return groups
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--model', type=Path, default=Path('models/gated_fusion.json'))
+    parser.add_argument('--ungated', type=Path,
+                        default=Path('data/models/ungated_fusion.json'),
+                        help='made by: fusion-train --variant ungated')
+    parser.add_argument('--data-dir', type=Path, default=Path('data'))
+    parser.add_argument('--duration', type=float, default=dataset.DataSpec.duration_s)
+    parser.add_argument('--seeds', type=int, default=2, help='test seeds per scenario')
+    parser.add_argument('--scenarios', nargs='*', help='default: the whole catalogue')
+    parser.add_argument('--out', type=Path, default=Path('data/eval'),
+                        help='directory for eval.md and gate_timeline.png')
+    parser.add_argument('--json', type=Path, nargs='?', const=Path('-'), default=None,
+                        help='also write the figures as JSON (to stdout with no path)')
+    parser.add_argument('--threads', type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    gated, ungated = load_model(args.model), load_model(args.ungated)
+    spec = dataset.DataSpec(data_dir=args.data_dir, duration_s=args.duration,
+                            seeds_per_scenario={'train': 1, 'test': args.seeds})
+    items = dataset.prepare('test', spec, args.scenarios)
+    results = {}
+    for name, group in _by_scenario(items).items():
+        results[name] = evaluate_scenario(gated, ungated, dataset.load_samples(group))
+    checks = acceptance(results)
+    table = markdown(results, checks)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / 'eval.md').write_text(table)
+    plot_timelines(results, args.out / 'gate_timeline.png')
+    print(table)
+    if args.json is not None:
+        report = {'results': {n: {k: v for k, v in r.items() if k != 'timeline'}
+                              for n, r in results.items()},
+                  'acceptance': checks,
+                  'test_seeds': {r.scenario: [] for r in items}}
+        for r in items:
+            report['test_seeds'][r.scenario].append(r.seed)
+        text = json.dumps(report, indent=2)
+        if str(args.json) == '-':
+            print(text)
+        else:
+            args.json.write_text(text + '\n')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Batched torch inference over cached samples, for validation and evaluation."""
+
+import numpy as np
+import torch
+
+from fusion_nodes.core.config import SENSORS
+from fusion_nodes.model.network import GatedFusionNet
+
+INPUT_KEYS = ('camera', 'lidar', 'gps', 'health', 'available')
+_SENSOR_INPUTS = {'camera': 'camera', 'lidar': 'lidar', 'gps': 'gps'}
+
+
+def mask_sensors(batch: dict[str, torch.Tensor], keep: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """The batch with every sensor outside keep missing: zero inputs, health and availability."""
+    unknown = set(keep) - set(SENSORS)
+    if unknown:
+        raise ValueError(f'unknown sensors {sorted(unknown)}; expected some of {SENSORS}')
+    out = dict(batch)
+    available = batch['available'].clone()
+    health = batch['health'].clone()
+    for k, sensor in enumerate(SENSORS):
+        if sensor not in keep:
+            out[_SENSOR_INPUTS[sensor]] = torch.zeros_like(batch[_SENSOR_INPUTS[sensor]])
+            available[:, k] = 0.0
+            health[:, k] = 0.0
+    out['available'] = available
+    out['health'] = health
+    return out
+
+
+@torch.no_grad()
+def predict(model: GatedFusionNet, samples: dict[str, np.ndarray],
+            keep: tuple[str, ...] = SENSORS, batch_size: int = 64) -> dict[str, np.ndarray]:
+    """Class maps of the fused, camera-aux, lidar-aux and late-fused heads, ego and gates.
+
+    keep masks the other sensors out, as if they had never delivered (single modality runs).
+    Late fusion averages the single-sensor heads' probabilities over the sensors present and
+    takes ego from the GPS branch with its gate pinned to availability.
+    """
+    model.eval()
+    n = samples['camera'].shape[0]
+    parts: dict[str, list[np.ndarray]] = {}
+    for start in range(0, n, batch_size):
+        stop = start + batch_size
+        batch = {key: torch.from_numpy(np.ascontiguousarray(samples[key][start:stop]))
+                 for key in INPUT_KEYS}
+        batch = mask_sensors(batch, keep)
+        out = model.forward_all(**batch)
+        fixed = model.forward_all(**batch, gate_override=batch['available'])
+        present = batch['available'][:, :2, None, None, None]
+        probs = torch.stack([out['camera_logits'].softmax(1), out['lidar_logits'].softmax(1)], 1)
+        late = (probs * present).sum(1) / present.sum(1).clamp(min=1.0)
+        results = {
+            'bev': out['bev_logits'].argmax(1),
+            'camera_aux': out['camera_logits'].argmax(1),
+            'lidar_aux': out['lidar_logits'].argmax(1),
+            'late': late.argmax(1),
+            'ego': out['ego_velocity'],
+            'ego_log_variance': out['ego_log_variance'],
+            'late_ego': fixed['ego_velocity'],
+            'gates': out['gates'],
+        }
+        for key, value in results.items():
+            array = value.numpy()
+            parts.setdefault(key, []).append(array.astype(np.uint8) if value.dtype == torch.int64
+                                             else array)
+    return {key: np.concatenate(values) for key, values in parts.items()}

@@ -1,0 +1,217 @@
+"""fusion-train: train the gated fusion network on generator data and write models/.
+
+Data: every scenario's train seeds (nominal and failure scenarios alike), replayed through
+the sensor nodes' own processing (see fusion_nodes.model.dataset). Augmentation is modality
+dropout: a sensor's inputs, health and availability bit are zeroed at random, which teaches
+the fused head to work from any subset. Sensor corruption (blackout, glare, rain, dropout,
+GPS jumps) comes from the generator's failure scenarios, whose health features the core
+trackers computed from the corrupted data itself and whose /gt/failures flags supervise the
+gates. The whole run is seeded.
+"""
+
+import argparse
+from dataclasses import asdict, dataclass
+import math
+from pathlib import Path
+import sys
+import time
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from fusion_nodes.core.config import SEMANTIC_CLASSES, SENSORS
+from fusion_nodes.model.export import write_model
+from fusion_nodes.model.losses import class_weights, fusion_loss, LossWeights
+from fusion_nodes.model.metrics import confusion, gate_means, mean_iou, rmse
+from fusion_nodes.model.network import GatedFusionNet, NetworkConfig
+from fusion_nodes.model.predict import INPUT_KEYS, predict
+
+MODEL_NAME = 'gated_fusion'
+MODEL_VERSION = '1.0.0'
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings; dropout is the per-sensor modality-dropout probability."""
+
+    epochs: int = 12
+    batch_size: int = 32
+    learning_rate: float = 3e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    dropout: tuple[float, float, float] = (0.2, 0.2, 0.2)
+    gate_mode: str = 'learned'
+    threads: int = 2
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError('epochs and batch_size must be >= 1')
+        if len(self.dropout) != len(SENSORS) or not all(0.0 <= p < 1.0 for p in self.dropout):
+            raise ValueError(f'dropout needs one probability in [0, 1) per sensor {SENSORS}')
+
+
+def modality_dropout(batch: dict[str, torch.Tensor], probs: tuple[float, ...],
+                     gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """Zero each sensor's inputs, health and availability with its probability.
+
+    Camera and lidar are never both dropped: with neither, the BEV target is unlearnable and
+    the step would only teach the head a class prior.
+    """
+    size = batch['available'].shape[0]
+    drop = torch.rand(size, len(SENSORS), generator=gen) < torch.tensor(probs)
+    both = drop[:, 0] & drop[:, 1]
+    pick_camera = torch.rand(size, generator=gen) < 0.5
+    drop[both & pick_camera, 1] = False
+    drop[both & ~pick_camera, 0] = False
+    keep = (~drop).float()
+    out = dict(batch)
+    out['camera'] = batch['camera'] * keep[:, 0, None, None, None]
+    out['lidar'] = batch['lidar'] * keep[:, 1, None, None, None]
+    out['gps'] = batch['gps'] * keep[:, 2, None]
+    out['health'] = batch['health'] * keep[:, :, None]
+    out['available'] = batch['available'] * keep
+    return out
+
+
+def _tensors(samples: dict[str, np.ndarray], index: np.ndarray) -> dict[str, torch.Tensor]:
+    batch = {key: torch.from_numpy(samples[key][index]) for key in INPUT_KEYS}
+    batch['bev'] = torch.from_numpy(samples['bev'][index].astype(np.int64))
+    batch['ego'] = torch.from_numpy(samples['ego'][index].astype(np.float32))
+    batch['failed'] = torch.from_numpy(samples['failed'][index].astype(np.float32))
+    return batch
+
+
+def train_model(samples: dict[str, np.ndarray], cfg: TrainConfig,
+                arch: NetworkConfig | None = None, progress: bool = True
+                ) -> tuple[GatedFusionNet, list[dict[str, float]]]:
+    """Train from concatenated samples; returns the eval-mode model and per-epoch losses."""
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    rng = np.random.default_rng(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    arch = arch or NetworkConfig(gate_mode=cfg.gate_mode)
+    model = GatedFusionNet(cfg=arch)
+    weights = class_weights(samples['bev'], len(SEMANTIC_CLASSES))
+    optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate,
+                                  weight_decay=cfg.weight_decay)
+    n = samples['camera'].shape[0]
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimiser, max_lr=cfg.learning_rate, total_steps=cfg.epochs * steps_per_epoch,
+        pct_start=0.15)
+    supervise = arch.gate_mode == 'learned'
+    history = []
+    for epoch in range(cfg.epochs):
+        model.train()
+        order = rng.permutation(n)
+        sums: dict[str, float] = {}
+        bar = tqdm(range(steps_per_epoch), desc=f'epoch {epoch + 1}/{cfg.epochs}',
+                   disable=not progress, leave=False)
+        for step in bar:
+            index = np.sort(order[step * cfg.batch_size:(step + 1) * cfg.batch_size])
+            batch = modality_dropout(_tensors(samples, index), cfg.dropout, gen)
+            out = model.forward_all(**{key: batch[key] for key in INPUT_KEYS})
+            loss, parts = fusion_loss(out, batch['bev'], batch['ego'], batch['failed'],
+                                      batch['available'], weights, LossWeights(), supervise)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            optimiser.step()
+            schedule.step()
+            parts['total'] = float(loss.detach())
+            for key, value in parts.items():
+                sums[key] = sums.get(key, 0.0) + value
+            bar.set_postfix(loss=f'{parts["total"]:.3f}')
+        means = {key: value / steps_per_epoch for key, value in sums.items()}
+        history.append(means)
+        if progress:
+            summary = ', '.join(f'{k} {v:.4f}' for k, v in means.items())
+            tqdm.write(f'epoch {epoch + 1}: {summary}')
+    return model.eval(), history
+
+
+def validation_metrics(model: GatedFusionNet, samples: dict[str, np.ndarray]) -> dict:
+    """mIoU, ego RMSE and gate means on held-out samples."""
+    out = predict(model, samples)
+    matrix = confusion(out['bev'], samples['bev'], len(SEMANTIC_CLASSES))
+    return {'miou': mean_iou(matrix), 'ego_rmse': rmse(out['ego'], samples['ego']),
+            'gates': gate_means(out['gates'], samples['failed'], samples['available'], SENSORS),
+            'samples': int(samples['camera'].shape[0])}
+
+
+def _split_by_recording(samples: dict[str, np.ndarray], val_every: int
+                        ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
+    if val_every <= 0:
+        return samples, None
+    val_mask = samples['recording'] % val_every == val_every - 1
+    if not val_mask.any() or val_mask.all():
+        return samples, None
+    pick = (lambda mask: {key: value[mask] if value.shape[:1] == val_mask.shape else value
+                          for key, value in samples.items()})
+    return pick(~val_mask), pick(val_mask)
+
+
+def main(argv: list[str] | None = None) -> int:
+    # Bag reading needs the message conversions; train_model itself works on arrays alone.
+    from fusion_nodes.model import dataset
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--data-dir', type=Path, default=Path('data'))
+    parser.add_argument('--duration', type=float, default=dataset.DataSpec.duration_s,
+                        help='seconds of each generated bag')
+    parser.add_argument('--scenarios', nargs='*', help='default: the whole catalogue')
+    parser.add_argument('--epochs', type=int, default=TrainConfig.epochs)
+    parser.add_argument('--batch-size', type=int, default=TrainConfig.batch_size)
+    parser.add_argument('--lr', type=float, default=TrainConfig.learning_rate)
+    parser.add_argument('--seed', type=int, default=TrainConfig.seed)
+    parser.add_argument('--threads', type=int, default=TrainConfig.threads)
+    parser.add_argument('--variant', choices=('gated', 'ungated'), default='gated',
+                        help='ungated: gates pinned to availability, no gate supervision')
+    parser.add_argument('--val-every', type=int, default=0,
+                        help='hold out every n-th recording for validation (0: none)')
+    parser.add_argument('--out', type=Path, default=None,
+                        help='output directory (default models/, or data/models for ungated)')
+    parser.add_argument('--name', default=None)
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    spec = dataset.DataSpec(data_dir=args.data_dir, duration_s=args.duration)
+    items = dataset.prepare('train', spec, args.scenarios)
+    samples = dataset.load_samples(items)
+    train, val = _split_by_recording(samples, args.val_every)
+    gate_mode = 'learned' if args.variant == 'gated' else 'fixed'
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
+                      learning_rate=args.lr, seed=args.seed, gate_mode=gate_mode,
+                      threads=args.threads)
+    print(f'training {args.variant} on {train["camera"].shape[0]} samples from '
+          f'{len(items)} recordings', flush=True)
+    model, history = train_model(train, cfg)
+    training = {
+        'data_sha256': dataset.data_sha256(items),
+        'scenarios': sorted({r.scenario for r in items}),
+        'seeds': sorted({r.seed for r in items}),
+        'recordings': [f'{r.scenario}:{r.seed}' for r in items],
+        'samples': int(train['camera'].shape[0]),
+        'data_spec': {'duration_s': spec.duration_s, 'storage': spec.storage,
+                      'features_key': spec.features_key(),
+                      'camera_stride': spec.pairing.camera_stride},
+        'config': asdict(cfg),
+        'epochs': cfg.epochs,
+        'gate_supervision': 'BCE towards 1 - /gt/failures flag, where available'
+                            if gate_mode == 'learned' else 'none (gates = availability)',
+        'final_losses': history[-1],
+        'train_metrics': validation_metrics(model, train),
+        'wall_time_s': round(time.monotonic() - started, 1),
+    }
+    if val is not None:
+        training['validation_metrics'] = validation_metrics(model, val)
+    out_dir = args.out or (Path('models') if args.variant == 'gated'
+                           else args.data_dir / 'models')
+    name = args.name or (MODEL_NAME if args.variant == 'gated' else 'ungated_fusion')
+    json_path = write_model(model, out_dir, name, MODEL_VERSION, training)
+    print(f'wrote {json_path} in {training["wall_time_s"]} s; train mIoU '
+          f'{training["train_metrics"]["miou"]:.3f}', flush=True)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
