@@ -41,7 +41,7 @@ def _speed_profile(params: WorldParams, rng: np.random.Generator,
     v = 0.0
     k = 0
     # Start standing, then alternate cruising at new speeds with braking to a stop or slow-down.
-    phases: list[tuple[float, float, float]] = [(0.0, 1.0, rng.uniform(*params.stop_time_s))]
+    phases: list[tuple[float, float, float]] = [(0.0, 1.0, rng.uniform(0.3, 1.2))]
     while k < steps:
         if not phases:
             target = rng.uniform(*params.cruise_speed_mps)
