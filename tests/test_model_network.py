@@ -137,7 +137,8 @@ def test_build_model_reads_geometry_from_metadata():
     assert tuple(out[0].shape) == (1, 6, 32, 32)
     expected, _ = bev_sampling_grid(BevGrid(0.0, 16.0, -8.0, 8.0, 0.5),
                                     CameraModel(translation=(1.0, 0.0, 2.0),
-                                                rpy=(0.0, 0.1, 0.0)), 0.1)
+                                                rpy=(0.0, 0.1, 0.0)),
+                                    model.cfg.lift_heights_m[0])
     np.testing.assert_array_equal(model.lift_grid_0[0].numpy(), expected)
     with pytest.raises(ValueError, match='sensor_order'):
         build_model({'sensor_order': ['lidar', 'camera', 'gps']})

@@ -53,18 +53,18 @@ def _failure_flags(msg) -> np.ndarray:
     flags = np.zeros(len(SENSORS), dtype=np.uint8)
     for status in msg.status:
         for k, sensor in enumerate(SENSORS):
-            if sensor in str(status.name).lower() and _level(status) >= DIAGNOSTIC_ERROR:
+            if str(status.name) == sensor and _level(status) >= DIAGNOSTIC_ERROR:
                 flags[k] = 1
     return flags
 
 
 def _bev_classes(msg, grid: BevGrid) -> np.ndarray:
-    # data[r * width + c] is x index c and y index r: the grid is stored transposed.
-    width, height = int(msg.info.width), int(msg.info.height)
-    if (width, height) != grid.shape[::-1] and (height, width) != grid.shape[::-1]:
-        raise ValueError(f'/gt/bev is {height}x{width}, the BEV grid is {grid.shape}')
-    data = np.asarray(msg.data, dtype=np.int16).reshape(height, width)
-    return data.T.astype(np.uint8)
+    classes = conversions.occupancy_grid_to_numpy(msg)
+    if classes.shape != grid.shape:
+        raise ValueError(f'/gt/bev is {classes.shape} cells, the BEV grid is {grid.shape}')
+    if classes.min() < 0:
+        raise ValueError('/gt/bev holds negative (unknown) cells; expected class ids')
+    return classes.astype(np.uint8)
 
 
 def _nearest(times: np.ndarray, t: int) -> int:

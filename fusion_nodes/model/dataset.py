@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 import hashlib
 import json
 from pathlib import Path
+import shutil
 from typing import Iterable, Mapping
 
 import numpy as np
@@ -31,7 +32,8 @@ class DataSpec:
     compressed_camera: bool = False
     pairing: PairingConfig = PairingConfig()
     seeds_per_scenario: Mapping[str, int] = field(
-        default_factory=lambda: {'train': 2, 'test': 2})
+        default_factory=lambda: {'train': 3, 'test': 2})
+    keep_bags: bool = False
 
     def __post_init__(self) -> None:
         if self.duration_s <= 0.0:
@@ -75,7 +77,7 @@ def scenario_seeds(scenario, split: str, count: int, offset: int = 0) -> list[in
 def recordings(split: str, spec: DataSpec, scenarios: Iterable[str] | None = None
                ) -> list[Recording]:
     """Every (scenario, seed) of a split, with the paths its bag and features will have."""
-    from fusion_nodes.sim import list_scenarios, load_scenario
+    from fusion_nodes.sim.scenario import list_scenarios, load_scenario
     names = list(scenarios) if scenarios is not None else list(list_scenarios())
     out = []
     key = spec.features_key()
@@ -97,11 +99,12 @@ def ensure_bag(recording: Recording, spec: DataSpec) -> Path:
     """Generate the recording's bag unless it exists already."""
     if recording.bag.exists():
         return recording.bag
-    from fusion_nodes.sim import generate_bag, load_scenario
+    from fusion_nodes.sim.scenario import load_scenario
+    from fusion_nodes.sim.writer import generate_bag
     recording.bag.parent.mkdir(parents=True, exist_ok=True)
     generate_bag(load_scenario(recording.scenario), recording.seed, recording.bag,
                  duration_s=spec.duration_s, storage=spec.storage,
-                 compressed_camera=spec.compressed_camera)
+                 compressed_camera=spec.compressed_camera, progress=False)
     return recording.bag
 
 
@@ -114,6 +117,9 @@ def ensure_features(recording: Recording, spec: DataSpec) -> Path:
     partial = recording.features.with_suffix('.partial.npz')
     np.savez(partial, **samples)
     partial.replace(recording.features)  # never leave a half-written cache behind
+    if not spec.keep_bags:
+        # A bag is ~0.4 GB and regenerates bit for bit from its seed; the features are kept.
+        shutil.rmtree(recording.bag)
     return recording.features
 
 

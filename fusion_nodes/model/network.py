@@ -36,7 +36,7 @@ class NetworkConfig:
 
     camera_channels: tuple[int, int, int] = (16, 24, 24)
     bev_channels: int = 16
-    lift_heights_m: tuple[float, ...] = (0.1, 0.8)
+    lift_heights_m: tuple[float, ...] = (0.3, 0.9)
     gps_hidden: int = 32
     gate_hidden: int = 16
     gate_mode: str = 'learned'
@@ -92,7 +92,10 @@ class GatedFusionNet(nn.Module):
         self.num_classes = num_classes
         c1, c2, c3 = cfg.camera_channels
         d = cfg.bev_channels
-        self.camera_encoder = nn.Sequential(_conv(3, c1, 2), _conv(c1, c2, 2), _conv(c2, c3))
+        # Two scales are lifted: the stride-2 map keeps the colour of objects that are only a
+        # few pixels wide at range; the stride-4 map adds context.
+        self.camera_stem = _conv(3, c1, 2)
+        self.camera_encoder = nn.Sequential(_conv(c1, c2, 2), _conv(c2, c3))
         grids, masks = zip(*(bev_sampling_grid(grid, camera_model, h)
                              for h in cfg.lift_heights_m))
         for k, sampling in enumerate(grids):
@@ -100,7 +103,7 @@ class GatedFusionNet(nn.Module):
         # The ground-plane footprint tells the fused head where camera evidence can exist.
         self.register_buffer('camera_mask',
                              torch.from_numpy(masks[0].astype('float32'))[None, None])
-        lifted = c3 * len(grids) + 1
+        lifted = (c1 + c3) * len(grids) + 1
         self.camera_to_bev = nn.Sequential(nn.Conv2d(lifted, d, 1), nn.ReLU())
         self.lidar_encoder = nn.Sequential(_conv(LIDAR_CHANNELS, d), _conv(d, d))
         self.gps_encoder = nn.Sequential(nn.Linear(GPS_FEATURES, cfg.gps_hidden), nn.ReLU(),
@@ -108,7 +111,10 @@ class GatedFusionNet(nn.Module):
         self.camera_gate = _Gate(c3, cfg.gate_hidden)
         self.lidar_gate = _Gate(d, cfg.gate_hidden)
         self.gps_gate = _Gate(cfg.gps_hidden, cfg.gate_hidden)
-        self.bev_head = nn.Sequential(_conv(d, d), nn.Conv2d(d, num_classes, 1))
+        # The dilated layer widens the context to about 6 m, the length of a car.
+        self.bev_head = nn.Sequential(
+            _conv(d, d), nn.Conv2d(d, d, 3, padding=2, dilation=2), nn.ReLU(),
+            nn.Conv2d(d, num_classes, 1))
         self.ego_head = nn.Sequential(nn.Linear(cfg.gps_hidden + 1, cfg.gps_hidden), nn.ReLU(),
                                       nn.Linear(cfg.gps_hidden, 6))
         # Late-fusion baseline: single-sensor heads trained alongside, not exported.
@@ -119,12 +125,12 @@ class GatedFusionNet(nn.Module):
         # The deployed graph has batch 1: using the buffer as is keeps Expand out of it.
         return buffer if batch == 1 else buffer.expand(batch, -1, -1, -1)
 
-    def _lift(self, camera_features: torch.Tensor) -> torch.Tensor:
-        batch = int(camera_features.shape[0])
+    def _lift(self, feature_maps: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        batch = int(feature_maps[0].shape[0])
         sampled = [nn.functional.grid_sample(
-            camera_features, self._batched(getattr(self, f'lift_grid_{k}'), batch),
+            features, self._batched(getattr(self, f'lift_grid_{k}'), batch),
             mode='bilinear', padding_mode='zeros', align_corners=False)
-            for k in range(len(self.cfg.lift_heights_m))]
+            for k in range(len(self.cfg.lift_heights_m)) for features in feature_maps]
         mask = self._batched(self.camera_mask, batch)
         return self.camera_to_bev(torch.cat(sampled + [mask], dim=1))
 
@@ -135,8 +141,9 @@ class GatedFusionNet(nn.Module):
 
         gate_override ([B, 3]) replaces the gates, e.g. for evaluating fixed gating.
         """
-        camera_features = self.camera_encoder(camera)
-        camera_bev = self._lift(camera_features)
+        camera_fine = self.camera_stem(camera)
+        camera_features = self.camera_encoder(camera_fine)
+        camera_bev = self._lift((camera_fine, camera_features))
         lidar_bev = self.lidar_encoder(lidar)
         gps_features = self.gps_encoder(gps)
         pooled = (camera_features.mean(dim=(2, 3)), lidar_bev.mean(dim=(2, 3)), gps_features)
