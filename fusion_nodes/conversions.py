@@ -135,7 +135,10 @@ def compressed_to_rgb8(msg) -> np.ndarray:
     if payload[:len(magic)].tobytes() != magic:
         raise ValueError(f'CompressedImage says {kind} but its {payload.size} bytes do not '
                          f'start with the {kind} signature')
-    bgr = cv2.imdecode(payload, cv2.IMREAD_COLOR)
+    try:
+        bgr = cv2.imdecode(payload, cv2.IMREAD_COLOR)
+    except cv2.error as error:
+        raise ValueError(f'CompressedImage {kind} payload does not decode: {error}') from None
     if bgr is None:
         raise ValueError(f'CompressedImage {kind} payload of {payload.size} bytes does not '
                          'decode')
@@ -147,7 +150,7 @@ def numpy_to_image(array: np.ndarray, encoding: str, header=None) -> Image:
     pixels, is_bigendian = image_layout.array_layout(array, encoding)
     height, width = pixels.shape[:2]
     return Image(header=_ros_header(header), height=height, width=width, encoding=encoding,
-                 is_bigendian=int(is_bigendian), step=pixels.strides[0],
+                 is_bigendian=int(is_bigendian), step=pixels.nbytes // height,
                  data=_uint8_sequence(pixels))
 
 

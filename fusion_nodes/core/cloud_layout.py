@@ -18,6 +18,9 @@ _DATATYPE_OF = {dtype: code for code, dtype in DATATYPES.items()}
 INTENSITY_FIELDS = ('intensity', 'reflectivity')
 
 FieldSpec = tuple[str, int, int, int]
+_UINT32_MAX = 2 ** 32 - 1
+# numpy keeps a dtype's itemsize in a C int.
+_MAX_POINT_STEP = 2 ** 31 - 1
 
 
 def _nonnegative_int(value, what: str) -> int:
@@ -25,6 +28,8 @@ def _nonnegative_int(value, what: str) -> int:
         raise ValueError(f'{what} must be an integer, got {value!r}')
     if value < 0:
         raise ValueError(f'{what} must not be negative, got {value}')
+    if value > _UINT32_MAX:
+        raise ValueError(f'{what} {value} does not fit the message uint32')
     return int(value)
 
 
@@ -36,6 +41,8 @@ def cloud_dtype(fields: list[FieldSpec], point_step: int, is_bigendian: bool) ->
     field running past point_step.
     """
     point_step = _nonnegative_int(point_step, 'point_step')
+    if point_step > _MAX_POINT_STEP:
+        raise ValueError(f'point_step {point_step} is beyond any real point layout')
     order = '>' if is_bigendian else '<'
     names, formats, offsets, extents = [], [], [], []
     for name, offset, datatype, count in fields:
@@ -43,14 +50,15 @@ def cloud_dtype(fields: list[FieldSpec], point_step: int, is_bigendian: bool) ->
             raise ValueError(f'PointField name must be a non-empty string, got {name!r}')
         if name in names:
             raise ValueError(f'duplicate PointField name {name!r}')
-        if isinstance(datatype, bool) or datatype not in DATATYPES:
+        if isinstance(datatype, bool) or not isinstance(datatype, (int, np.integer)) \
+                or int(datatype) not in DATATYPES:
             raise ValueError(f'field {name!r} has unknown PointField datatype {datatype!r} '
                              '(expected 1..8)')
         offset = _nonnegative_int(offset, f'field {name!r} offset')
         count = _nonnegative_int(count, f'field {name!r} count')
         if count < 1:
             raise ValueError(f'field {name!r} has count 0')
-        base = DATATYPES[datatype].newbyteorder(order)
+        base = DATATYPES[int(datatype)].newbyteorder(order)
         end = offset + base.itemsize * count
         if end > point_step:
             raise ValueError(f'field {name!r} ends at byte {end}, past point_step {point_step}')

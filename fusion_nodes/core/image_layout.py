@@ -21,6 +21,7 @@ _NAMED = {'rgb8': ('u1', 3), 'bgr8': ('u1', 3), 'rgba8': ('u1', 4), 'bgra8': ('u
           'rgb16': ('u2', 3), 'bgr16': ('u2', 3), 'rgba16': ('u2', 4), 'bgra16': ('u2', 4)}
 # Encodings whose colour channels are stored blue first.
 _BGR_ORDER = ('bgr8', 'bgra8', 'bgr16', 'bgra16')
+_UINT32_MAX = 2 ** 32 - 1
 
 
 @dataclass(frozen=True)
@@ -54,8 +55,8 @@ def image_layout(encoding: str) -> ImageLayout:
 def _check_dimension(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise ValueError(f'image {name} must be an integer, got {value!r}')
-    if value <= 0:
-        raise ValueError(f'image {name} must be positive, got {value}')
+    if not 0 < value <= _UINT32_MAX:
+        raise ValueError(f'image {name} must be positive and fit uint32, got {value}')
     return int(value)
 
 
@@ -72,6 +73,8 @@ def image_view(data: np.ndarray, height: int, width: int, encoding: str, step: i
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
         raise ValueError(f'image step must be an integer, got {step!r}')
     step = int(step)
+    if step > _UINT32_MAX:
+        raise ValueError(f'image step {step} does not fit uint32')
     row_bytes = width * layout.bytes_per_pixel
     if step < row_bytes:
         raise ValueError(
