@@ -1,0 +1,57 @@
+"""fusion-eval's acceptance logic, table and plot on hand-made results."""
+
+import numpy as np
+
+from fusion_nodes.model.evaluate import acceptance, markdown, METHODS, plot_timelines
+
+
+def _result(miou: dict, failed: dict, gates: dict) -> dict:
+    methods = {m: {'miou': miou[m], 'object_accuracy': 0.5, 'ego_rmse': 1.0} for m in METHODS}
+    t = np.arange(10) * 0.1
+    return {
+        'frames': 10,
+        'failed_fraction': failed,
+        'methods': methods,
+        'gates': {s: {'healthy': g[0], 'failed': g[1], 'healthy_frames': 5 if g[0] == g[0] else 0,
+                      'failed_frames': 5 if g[1] == g[1] else 0} for s, g in gates.items()},
+        'timeline': {'t_s': t.tolist(), 'gates': np.full((10, 3), 0.9).tolist(),
+                     'failed': np.zeros((10, 3)).tolist(), 'available': np.ones((10, 3)).tolist()},
+    }
+
+
+NAN = float('nan')
+
+
+def _results(gated_blackout: float, ungated_blackout: float, failed_gate: float) -> dict:
+    healthy = {'camera': (0.95, NAN), 'lidar': (0.9, NAN), 'gps': (0.97, NAN)}
+    nominal = _result({'gated': 0.6, 'camera_only': 0.3, 'lidar_only': 0.5, 'ungated': 0.55,
+                       'late_fusion': 0.5}, {'camera': 0.0, 'lidar': 0.0, 'gps': 0.0}, healthy)
+    blackout = _result({'gated': gated_blackout, 'camera_only': 0.1, 'lidar_only': 0.5,
+                        'ungated': ungated_blackout, 'late_fusion': 0.4},
+                       {'camera': 0.5, 'lidar': 0.0, 'gps': 0.0},
+                       dict(healthy, camera=(0.95, failed_gate)))
+    return {'nominal': nominal, 'camera_blackout': blackout}
+
+
+def test_acceptance_passes_when_gating_prevents_negative_transfer():
+    checks = acceptance(_results(0.52, 0.45, 0.05))
+    assert all(check['pass'] for check in checks.values())
+    transfer = checks['no_negative_transfer']['scenarios']['camera_blackout']
+    # Camera failed, so the best healthy single modality is lidar only.
+    assert transfer['failed'] == 'camera' and transfer['best_single'] == 0.5
+
+
+def test_acceptance_reports_each_miss():
+    checks = acceptance(_results(0.48, 0.52, 0.3))
+    assert not checks['no_negative_transfer']['pass']
+    assert not checks['ungated_negative_transfer_somewhere']['pass']
+    assert not checks['gates']['pass']
+    assert checks['nominal_gated_beats_all']['pass']
+    table = markdown(_results(0.48, 0.52, 0.3), checks)
+    assert '| camera_blackout | camera |' in table and 'no_negative_transfer: MISS' in table
+
+
+def test_gate_timeline_is_written(tmp_path):
+    path = tmp_path / 'gates.png'
+    plot_timelines(_results(0.52, 0.45, 0.05), path)
+    assert path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n' and path.stat().st_size > 5000
