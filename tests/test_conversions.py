@@ -377,6 +377,27 @@ def test_cloud_to_xyzi_fast_layout_and_intensity_sources(big):
     np.testing.assert_array_equal(conversions.cloud_to_xyzi(infinite), [[1, 2, 3, 0]])
 
 
+@pytest.mark.parametrize('big', [False, True])
+def test_cloud_to_xyzi_fast_layout_organised_with_row_padding_and_nans(big):
+    rng = np.random.default_rng(8)
+    rows = [tuple(float(np.float32(v)) for v in rng.uniform(-9, 9, 5)) for _ in range(12)]
+    rows[4] = (math.nan,) + rows[4][1:]
+    rows[9] = rows[9][:2] + (-math.inf,) + rows[9][3:]
+    order = '>' if big else '<'
+    data = b''
+    for r in range(3):
+        data += b''.join(struct.pack(order + '5f', *row) + b'\xee' * 4
+                         for row in rows[4 * r:4 * r + 4]) + b'\xee' * 8
+    cloud = PointCloud2(height=3, width=4, point_step=24, row_step=104, is_bigendian=big,
+                        is_dense=False, data=data,
+                        fields=[PointField(name=n, offset=4 * k, datatype=7, count=1)
+                                for k, n in enumerate(['x', 'y', 'z', 'intensity', 'time'])])
+    expected = np.array([row[:4] for row in rows], np.float32)
+    np.testing.assert_array_equal(conversions.cloud_to_xyzi(cloud, skip_nans=False), expected)
+    np.testing.assert_array_equal(conversions.cloud_to_xyzi(cloud),
+                                  np.delete(expected, [4, 9], axis=0))
+
+
 def test_every_point_field_datatype_decodes():
     codes = {PointField.INT8: 'b', PointField.UINT8: 'B', PointField.INT16: 'h',
              PointField.UINT16: 'H', PointField.INT32: 'i', PointField.UINT32: 'I',

@@ -27,8 +27,14 @@ FIELD_NAMES = ('x', 'y', 'z', 'intensity', 'reflectivity', 'ring', 't', 'time', 
 @st.composite
 def cloud_layouts(draw):
     """Fields in random order with random gaps, tail padding, row padding and byte order."""
-    names = draw(st.lists(st.sampled_from(FIELD_NAMES), min_size=1, max_size=6, unique=True))
     fields, offset = [], 0
+    if draw(st.booleans()):
+        # The common lidar prefix: x, y, z, intensity as packed float32 (decoder fast path).
+        fields = [(name, 4 * k, 7, 1) for k, name in enumerate(('x', 'y', 'z', 'intensity'))]
+        offset = 16
+    taken = {f[0] for f in fields}
+    names = draw(st.lists(st.sampled_from([n for n in FIELD_NAMES if n not in taken]),
+                          min_size=0 if fields else 1, max_size=6, unique=True))
     for name in names:
         datatype = draw(st.integers(1, 8))
         count = draw(st.integers(1, 3))

