@@ -23,6 +23,8 @@ from fusion_nodes.core.config import BevGrid, NS_PER_S
 from fusion_nodes.core.gnss_types import GpsFix
 
 _MAX_STAMP_SEC = 2 ** 31 - 1
+# Refuse to decode more than this (a 64 MP frame); a few bytes can claim gigapixels.
+MAX_COMPRESSED_PIXELS = 64 * 1024 * 1024
 _MAGIC = {'jpeg': b'\xff\xd8\xff', 'png': b'\x89PNG\r\n\x1a\n'}
 _FORMAT_ALIASES = {'jpeg': 'jpeg', 'jpg': 'jpeg', 'png': 'png'}
 
@@ -135,8 +137,13 @@ def compressed_to_rgb8(msg) -> np.ndarray:
     if payload[:len(magic)].tobytes() != magic:
         raise ValueError(f'CompressedImage says {kind} but its {payload.size} bytes do not '
                          f'start with the {kind} signature')
+    height, width = image_layout.compressed_size(payload, kind)
+    if not 0 < height * width <= MAX_COMPRESSED_PIXELS:
+        raise ValueError(f'CompressedImage {kind} claims {width}x{height} pixels (limit '
+                         f'{MAX_COMPRESSED_PIXELS})')
     try:
-        bgr = cv2.imdecode(payload, cv2.IMREAD_COLOR)
+        # Camera pixels must stay where the calibration expects them: ignore EXIF rotation.
+        bgr = cv2.imdecode(payload, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     except cv2.error as error:
         raise ValueError(f'CompressedImage {kind} payload does not decode: {error}') from None
     if bgr is None:

@@ -689,3 +689,21 @@ def test_rosbags_header_can_stamp_an_outgoing_message(typestore):
     assert (msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id) == (3, 4, 'cam')
     assert isinstance(conversions.occupancy_grid(np.zeros(BevGrid().shape, int), BevGrid(),
                                                  bag_header), OccupancyGrid)
+
+
+@pytest.mark.parametrize('fmt', ['png', 'jpeg'])
+def test_compressed_decompression_bomb_is_refused_before_decoding(fmt):
+    payload = bytearray(conversions.rgb8_to_compressed(_smooth_rgb(), fmt=fmt).data)
+    if fmt == 'png':
+        position = 16  # IHDR width, then height
+    else:
+        position = next(k for k in range(2, len(payload) - 1)
+                        if payload[k] == 0xFF and payload[k + 1] == 0xC0) + 5
+        assert payload[position:position + 4] == struct.pack('>2H', 48, 64)
+    if fmt == 'jpeg':
+        payload[position:position + 4] = struct.pack('>HH', 0xFFFF, 0xFFFF)
+    else:
+        payload[position:position + 8] = struct.pack('>II', 200_000, 200_000)
+    msg = CompressedImage(format=fmt, data=bytes(payload))
+    with pytest.raises(ValueError, match='claims'):
+        conversions.compressed_to_rgb8(msg)

@@ -148,3 +148,44 @@ def to_rgb8(pixels: np.ndarray, encoding: str) -> np.ndarray:
     if layout.channels == 4:
         return cv2.cvtColor(pixels, cv2.COLOR_BGRA2RGB if bgr else cv2.COLOR_RGBA2RGB)
     return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB) if bgr else pixels
+
+
+# JPEG start-of-frame markers carry the size; C4 (DHT), C8 (JPG) and CC (DAC) share the range.
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def compressed_size(payload: np.ndarray, kind: str) -> tuple[int, int]:
+    """(height, width) from a jpeg or png header, read before anything is decoded.
+
+    Lets a caller refuse a decompression bomb (a few bytes that claim a huge image).
+    """
+    raw = payload.tobytes() if isinstance(payload, np.ndarray) else bytes(payload)
+    if kind == 'png':
+        if len(raw) < 24 or raw[12:16] != b'IHDR':
+            raise ValueError('png has no IHDR header')
+        width, height = int.from_bytes(raw[16:20], 'big'), int.from_bytes(raw[20:24], 'big')
+        return height, width
+    if kind != 'jpeg':
+        raise ValueError(f'unknown compression {kind!r}')
+    pos = 2
+    while pos + 4 <= len(raw):
+        if raw[pos] != 0xFF:
+            raise ValueError(f'jpeg marker expected at byte {pos}')
+        marker = raw[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:
+            pos += 2
+            continue
+        length = int.from_bytes(raw[pos + 2:pos + 4], 'big')
+        if marker in _JPEG_SOF:
+            if pos + 9 > len(raw):
+                break
+            height = int.from_bytes(raw[pos + 5:pos + 7], 'big')
+            width = int.from_bytes(raw[pos + 7:pos + 9], 'big')
+            return height, width
+        if marker == 0xDA or length < 2:
+            break
+        pos += 2 + length
+    raise ValueError('jpeg has no frame header before its image data')
