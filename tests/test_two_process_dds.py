@@ -53,6 +53,7 @@ def test_sensor_nodes_as_processes_keep_98_percent():
         for sensor, collector in (('camera', features), ('lidar', bev)):
             received = {stamp_to_ns(m.header.stamp) for m in collector.messages}
             kept = len(received & set(sent[sensor])) / len(sent[sensor])
+            print(f'{sensor}: {kept:.3f} of {len(sent[sensor])} messages came out preprocessed')
             assert kept >= 0.98, f'{sensor}: {kept:.3f} of {len(sent[sensor])} came through'
         assert len(sent['camera']) == 150 and len(sent['lidar']) == 50
     finally:

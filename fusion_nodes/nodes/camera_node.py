@@ -62,7 +62,7 @@ class CameraNode(SensorNode):
         self.create_subscription(msg_type, topic, self._on_image, qos_profile_sensor_data)
 
     def _on_image(self, msg) -> None:
-        self.handle(msg, self._process)
+        self.process_message(msg, self._process)
 
     def _process(self, msg) -> None:
         rgb = self._decode(msg)

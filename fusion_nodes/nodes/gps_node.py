@@ -46,7 +46,7 @@ class GpsNode(SensorNode):
         self.create_subscription(NavSatFix, 'gps/fix', self._on_fix, qos_profile_sensor_data)
 
     def _on_fix(self, msg: NavSatFix) -> None:
-        self.handle(msg, self._process)
+        self.process_message(msg, self._process)
 
     def _process(self, msg: NavSatFix) -> None:
         fix = conversions.navsatfix_to_fix(msg)

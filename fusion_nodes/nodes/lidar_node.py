@@ -57,7 +57,7 @@ class LidarNode(SensorNode):
                                  qos_profile_sensor_data)
 
     def _on_cloud(self, msg: PointCloud2) -> None:
-        self.handle(msg, self._process)
+        self.process_message(msg, self._process)
 
     def _process(self, msg: PointCloud2) -> None:
         xyzi = conversions.cloud_to_xyzi(msg, skip_nans=True)

@@ -43,7 +43,7 @@ class SensorNode(Node):
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.create_timer(float(self.params['diagnostics_period_s']), self._publish_diagnostics)
 
-    def handle(self, msg, process: Callable[[object], None]) -> None:
+    def process_message(self, msg, process: Callable[[object], None]) -> None:
         """Run process(msg), timing it; a ValueError rejects the message, counted and logged."""
         self.received += 1
         self._period_received += 1
