@@ -9,6 +9,7 @@ import pytest
 
 from fusion_nodes.core.config import BevGrid, SEMANTIC_CLASSES
 from fusion_nodes.sim.gps_sim import GpsSimulator
+from fusion_nodes.sim.lidar_cast import POINT_DTYPE
 from fusion_nodes.sim.scenario import FailureWindow, load_scenario, WorldParams
 from fusion_nodes.sim.world import World
 
@@ -234,6 +235,7 @@ def test_every_lidar_failure_visibly_changes_scans(nominal, world):
     for i, kind in enumerate(kinds):
         t = _t(nominal, T0 + i + 0.6)
         clean, bad = world.lidar_scan(t), failed.lidar_scan(t)
+        assert bad.dtype == clean.dtype == POINT_DTYPE  # the PointCloud2 layout
         if kind == 'dropout':
             assert bad.size < 0.02 * clean.size
         elif kind == 'sparse':

@@ -97,5 +97,8 @@ def _rain(points: np.ndarray, rng: np.random.Generator, params, elevations: np.n
     clutter['intensity'] = rng.uniform(0.0, 0.08, n)
     clutter['ring'] = ring
     clutter['time'] = az / (2.0 * math.pi) * scan_period_s
-    merged = np.concatenate([kept, clutter])
+    # np.concatenate would drop the padding byte layout; keep the wire dtype explicitly.
+    merged = np.empty(kept.size + n, dtype=POINT_DTYPE)
+    merged[:kept.size] = kept
+    merged[kept.size:] = clutter
     return merged[np.argsort(merged['time'], kind='stable')]

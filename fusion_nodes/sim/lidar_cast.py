@@ -87,7 +87,8 @@ class LidarCaster:
         out['x'] = horizontal * np.cos(self._az[j_idx])
         out['y'] = horizontal * np.sin(self._az[j_idx])
         out['z'] = r * sin_el[b_idx]
-        out['intensity'] = np.clip(intensity, 0.0, 1.0)
+        # Drivers report 8-bit reflectivity; keep that resolution (it also compresses well).
+        out['intensity'] = np.round(np.clip(intensity, 0.0, 1.0) * 255.0) / 255.0
         out['ring'] = b_idx
         out['time'] = self._col_offset_ns[j_idx] / 1e9
         return out
