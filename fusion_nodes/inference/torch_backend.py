@@ -1,0 +1,129 @@
+"""Torch backend: the reference implementation, eager on CPU, CUDA graphs on a GPU."""
+
+import importlib
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+
+from fusion_nodes.inference.base import Backend
+from fusion_nodes.inference.metadata import ModelMetadata
+
+DEFAULT_FACTORY = 'fusion_nodes.model.network:build_model'
+WARMUP_ITERATIONS = 3
+ModelFactory = Callable[[ModelMetadata], torch.nn.Module]
+
+
+def default_factory(metadata: ModelMetadata) -> torch.nn.Module:
+    """fusion_nodes.model.network.build_model, imported only when it is needed."""
+    module_name, function_name = DEFAULT_FACTORY.split(':')
+    return getattr(importlib.import_module(module_name), function_name)(metadata)
+
+
+class TorchBackend(Backend):
+    """Builds the module from a factory and loads the weights named in the metadata.
+
+    Weights are read with torch.load(weights_only=True): tensors only, nothing unpickled.
+    The module is called with the inputs in metadata order and must return the outputs in
+    metadata order (a tuple) or by name (a dict). device 'auto' means CUDA when available;
+    on CUDA one static-shape graph is captured after warm-up and replayed per inference.
+    """
+
+    name = 'torch'
+
+    def __init__(self, metadata: ModelMetadata, model_factory: ModelFactory | None = None,
+                 device: str = 'auto', use_cuda_graph: bool = True,
+                 threads: int | None = None) -> None:
+        super().__init__(metadata)
+        if metadata.torch_weights_path is None:
+            raise ValueError(f'model {metadata.name} has no torch_weights_file in its metadata; '
+                             'the torch backend needs the weights')
+        if device == 'auto':
+            device = 'cuda' if torch.cuda.is_available() else 'cpu'
+        if device not in ('cpu', 'cuda') and not device.startswith('cuda:'):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
+        if device.startswith('cuda') and not torch.cuda.is_available():
+            raise ValueError(f'device {device} requested but torch.cuda is not available')
+        if threads is not None and threads < 1:
+            raise ValueError(f'threads must be >= 1, got {threads}')
+        self.device = torch.device(device)
+        self.use_cuda_graph = use_cuda_graph and self.device.type == 'cuda'
+        self.threads = threads
+        self.model_factory = model_factory or default_factory
+        self.model: torch.nn.Module | None = None
+        self._graph: Any = None
+        self._static_inputs: list[torch.Tensor] = []
+        self._static_outputs: list[torch.Tensor] = []
+
+    def _activate_impl(self) -> None:
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
+        model = self.model_factory(self.metadata)
+        if not isinstance(model, torch.nn.Module):
+            raise ValueError(f'model factory returned {type(model).__name__}, not a torch Module')
+        state = torch.load(self.metadata.torch_weights_path, map_location='cpu',
+                           weights_only=True)
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as error:
+            raise ValueError(f'{self.metadata.torch_weights_path} does not fit the module the '
+                             f'factory built: {error}') from error
+        self.model = model.eval().to(self.device)
+        if self.use_cuda_graph:
+            self._capture_graph()
+
+    def _capture_graph(self) -> None:
+        self._static_inputs = [
+            torch.zeros(shape, dtype=_torch_dtype(dtype), device=self.device)
+            for shape, dtype in self._input_metadata.values()]
+        # Warm-up on a side stream, as CUDA graph capture requires (lazy init, autotuning).
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side), torch.inference_mode():
+            for _ in range(WARMUP_ITERATIONS):
+                self._run(self._static_inputs)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        self._graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self._graph), torch.inference_mode():
+            self._static_outputs = self._run(self._static_inputs)
+        torch.cuda.synchronize(self.device)
+
+    def _run(self, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+        result = self.model(*inputs)
+        if isinstance(result, Mapping):
+            missing = [name for name in self.output_names if name not in result]
+            if missing:
+                raise ValueError(f'the module returned no outputs {missing}')
+            return [result[name] for name in self.output_names]
+        result = list(result) if isinstance(result, (tuple, list)) else [result]
+        if len(result) != len(self.output_names):
+            raise ValueError(f'the module returned {len(result)} outputs, the metadata names '
+                             f'{len(self.output_names)}: {list(self.output_names)}')
+        return result
+
+    def _infer_impl(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self._graph is not None:
+            for static, name in zip(self._static_inputs, self._input_metadata):
+                static.copy_(torch.from_numpy(np.ascontiguousarray(feed[name])),
+                             non_blocking=False)
+            self._graph.replay()
+            outputs = self._static_outputs
+        else:
+            with torch.inference_mode():
+                inputs = [torch.from_numpy(np.ascontiguousarray(feed[name])).to(self.device)
+                          for name in self._input_metadata]
+                outputs = self._run(inputs)
+        return {name: tensor.detach().cpu().numpy()
+                for name, tensor in zip(self.output_names, outputs)}
+
+    def _deactivate_impl(self) -> None:
+        self._graph = None
+        self._static_inputs = []
+        self._static_outputs = []
+        self.model = None
+        if self.device.type == 'cuda':
+            torch.cuda.empty_cache()
+
+
+def _torch_dtype(dtype: np.dtype) -> torch.dtype:
+    return torch.from_numpy(np.zeros(0, dtype)).dtype
