@@ -71,11 +71,19 @@ def evaluate_scenario(gated: GatedFusionNet, ungated: GatedFusionNet,
     plain = predict(ungated, samples)
     runs['ungated'] = (plain['bev'], plain['ego'])
     first = samples['recording'] == samples['recording'][0]
+    in_failure = samples['failed'].any(axis=1)
+    failure_scores = None
+    if in_failure.any():
+        subset = {key: samples[key][in_failure] for key in ('bev', 'ego')}
+        failure_scores = {m: _scores(runs[m][0][in_failure], runs[m][1][in_failure], subset)
+                          for m in METHODS}
     return {
         'frames': int(samples['camera'].shape[0]),
+        'failure_frames': int(in_failure.sum()),
         'failed_fraction': {s: float(samples['failed'][:, k].mean())
                             for k, s in enumerate(SENSORS)},
         'methods': {m: _scores(*runs[m], samples) for m in METHODS},
+        'methods_in_failure': failure_scores,
         'gates': gate_means(full['gates'], samples['failed'], samples['available'], SENSORS),
         'timeline': {
             't_s': ((samples['capture_ns'][first] - samples['capture_ns'][first][0])
@@ -105,7 +113,9 @@ def acceptance(results: dict[str, dict]) -> dict:
         failed = failed_sensors(result)
         if len(failed) != 1:
             continue
-        m = result['methods']
+        # Judged while the sensor is failed: that is where negative transfer can happen; over
+        # the whole run the healthy half would flatter any fusion.
+        m = result['methods_in_failure']
         healthy_single = {k: m[k]['miou'] for k, s in SINGLE.items() if s not in failed}
         best = max(healthy_single.values())
         transfer[name] = {'failed': failed[0], 'best_single': best,
@@ -140,16 +150,26 @@ def acceptance(results: dict[str, dict]) -> dict:
     return checks
 
 
-def markdown(results: dict[str, dict], checks: dict) -> str:
-    """The results table, the gate table and the acceptance lines."""
-    lines = ['| scenario | failed | ' + ' | '.join(METHODS) + ' |',
-             '|---|---|' + '---|' * len(METHODS)]
+def _method_table(results: dict[str, dict], key: str) -> list[str]:
+    lines = ['| scenario | failed | frames | ' + ' | '.join(METHODS) + ' |',
+             '|---|---|---|' + '---|' * len(METHODS)]
     for name, result in results.items():
-        m = result['methods']
+        m = result[key]
+        if m is None:
+            continue
+        frames = result['frames'] if key == 'methods' else result['failure_frames']
         cells = [f"{m[k]['miou']:.3f} / {m[k]['object_accuracy']:.2f} / {m[k]['ego_rmse']:.2f}"
                  for k in METHODS]
-        lines.append(f"| {name} | {', '.join(failed_sensors(result)) or '-'} | "
+        lines.append(f"| {name} | {', '.join(failed_sensors(result)) or '-'} | {frames} | "
                      + ' | '.join(cells) + ' |')
+    return lines
+
+
+def markdown(results: dict[str, dict], checks: dict) -> str:
+    """The results tables (all frames; failure windows only), gate table, acceptance."""
+    lines = ['All frames:', ''] + _method_table(results, 'methods')
+    lines += ['', 'Only frames inside a failure window:', '']
+    lines += _method_table(results, 'methods_in_failure')
     lines += ['', 'Cells: BEV mIoU / object class accuracy / ego-velocity RMSE (m/s, rad/s).',
               '', '| scenario | ' + ' | '.join(f'{s} gate healthy / failed' for s in SENSORS)
               + ' |', '|---|' + '---|' * len(SENSORS)]
