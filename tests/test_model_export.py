@@ -9,6 +9,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from fusion_nodes.inference.metadata import load_metadata
 from fusion_nodes.model.export import (
     check_onnx_graph, example_inputs, onnx_op_types, TENSORRT_OPS, write_model)
 from fusion_nodes.model.network import build_model, INPUT_NAMES, OUTPUT_NAMES
@@ -81,7 +82,8 @@ def test_metadata_describes_the_files_and_rebuilds_the_model(exported):
     assert metadata['torch_weights_sha256'] == hashlib.sha256(weights.read_bytes()).hexdigest()
     assert metadata['sensor_order'] == ['camera', 'lidar', 'gps']
     assert [s['name'] for s in metadata['inputs']] == list(INPUT_NAMES)
-    rebuilt = build_model(metadata)
+    # The torch backend's path: validated ModelMetadata in, the same network out.
+    rebuilt = build_model(load_metadata(json_path))
     rebuilt.load_state_dict(torch.load(weights, weights_only=True))
     rebuilt.eval()
     feed = {k: torch.from_numpy(v) for k, v in example_inputs(model, seed=3).items()}
