@@ -264,9 +264,10 @@ class BuildLock:
                                  self.path.stem, self.path, _holder(fd))
                 waiting_logged = True
             if self.clock() >= deadline:
+                holder = _holder(fd)
                 os.close(fd)
                 raise TimeoutError(f'gave up after {self.timeout_s} s waiting for the engine '
-                                   f'build lock {self.path} ({_holder(fd)})')
+                                   f'build lock {self.path} ({holder})')
             time.sleep(self.poll_s)
         os.ftruncate(fd, 0)
         os.write(fd, f'pid {os.getpid()}\n'.encode())
