@@ -205,3 +205,11 @@ def test_torch_default_factory_runs_the_real_network_like_ort(tmp_path):
         got = ort_backend.infer(feed)
     for name in expected:
         assert float(np.max(np.abs(got[name] - expected[name]))) <= 1e-4, name
+
+
+def test_ort_io_binding_takes_non_contiguous_inputs(tmp_path):
+    path = _identity_bundle(tmp_path, [X], [X], [Y])
+    wide = np.arange(8, dtype=np.float32).reshape(1, 8)
+    with make_backend('onnxruntime', path) as backend:
+        out = backend.infer({'x': wide[:, ::2]})
+    np.testing.assert_array_equal(out['x_out'], [[0.0, 2.0, 4.0, 6.0]])

@@ -127,9 +127,11 @@ class OnnxRuntimeBackend(Backend):
         if self._binding is None:
             values = self.session.run(None, {name: feed[name] for name in self._input_metadata})
             return dict(zip(self.output_names, values))
-        for name in self._input_metadata:
-            # ORT reads the input through its pointer, so it must be C-contiguous.
-            self._binding.bind_cpu_input(name, np.ascontiguousarray(feed[name]))
+        # ORT reads each input through its pointer: it must be C-contiguous, and any
+        # contiguous copy must stay alive until the run has finished.
+        bound = [np.ascontiguousarray(feed[name]) for name in self._input_metadata]
+        for name, array in zip(self._input_metadata, bound):
+            self._binding.bind_cpu_input(name, array)
         self.session.run_with_iobinding(self._binding)
         return dict(self._outputs)
 

@@ -27,6 +27,8 @@ class TorchBackend(Backend):
     The module is called with the inputs in metadata order and must return the outputs in
     metadata order (a tuple) or by name (a dict). device 'auto' means CUDA when available;
     on CUDA one static-shape graph is captured after warm-up and replayed per inference.
+    threads, when given, sets torch's intra-op thread count, which is process-wide.
+    The CUDA path has not run on a GPU in this project yet (no GPU was lent to this task).
     """
 
     name = 'torch'
