@@ -1,0 +1,418 @@
+"""Online multi-stream aligner: DTW matching on offset-corrected stamps, bounded added wait.
+
+Every reference frame (camera by default) is emitted once, with the best sample of each other
+stream or None, as soon as no better sample can still arrive, and never later than max_wait
+after the frame arrived. A stream sample's stamp is de-jittered (PeriodFit) and moved into the
+reference clock by subtracting that stream's estimated offset; the match is then read off a
+banded, monotone DTW over the last few reference frames (dtw.match_last). Offsets come from
+the motion signatures (offset.py), re-estimated every reestimate_period_ns of reference time
+inside poll(), one stream per call, so the cost is spread over calls.
+
+Time is int ns. stamp is the sensor's header stamp (its own clock); arrival is the receiver's
+clock (when the message reached us). The two are never compared directly.
+"""
+
+from collections import deque
+from dataclasses import dataclass, field
+import math
+import time
+
+import numpy as np
+
+from fusion_nodes.core.align.dtw import match_last
+from fusion_nodes.core.align.offset import (
+    dtw_offset, OffsetEstimate, OffsetTracker, prepare_pair, WindowEstimate)
+from fusion_nodes.core.align.period import PeriodFit
+from fusion_nodes.core.align.series import SignatureSeries
+
+RESET_CAUSES = ('time_jump', 'out_of_order')
+
+
+@dataclass(frozen=True)
+class AlignerConfig:
+    """Aligner settings; every duration in int ns.
+
+    difference_signatures: streams whose signature compares a message with the previous one
+    (it is placed midway between the two stamps and scaled to one period).
+    signature_delay_ns: per stream, how far the signature's effective time lies after the
+    stamp's capture instant (a spinning lidar's sweep centre is half a period after its start).
+    """
+
+    reference: str = 'camera'
+    streams: tuple[str, ...] = ('lidar', 'gps')
+    max_wait_ns: int = 33_333_333
+    buffer_len: int = 64
+    max_residual_ns: int = 500_000_000
+    match_window: int = 8
+    match_band_ns: int = 600_000_000
+    offset_window_ns: int = 8_000_000_000
+    offset_grid_ns: int = 5_000_000
+    max_offset_ns: int = 300_000_000
+    reestimate_period_ns: int = 500_000_000
+    smoothing_ns: tuple[tuple[str, int], ...] = (('camera', 15_000_000),
+                                                 ('lidar', 50_000_000), ('gps', 250_000_000))
+    min_correlation: float = 0.3
+    flat_rel_std: float = 1e-3
+    estimate_history: int = 5
+    hold_decay: float = 0.9
+    jump_threshold_ns: int = 1_000_000_000
+    out_of_order_reset: int = 3
+    difference_signatures: tuple[str, ...] = ('camera', 'lidar')
+    signature_delay_ns: tuple[tuple[str, int], ...] = (('lidar', 50_000_000),)
+    dejitter: bool = True
+    latency_margin_ns: int = 2_000_000
+    signature_capacity: int = 1024
+
+    def __post_init__(self) -> None:
+        if not self.reference or not isinstance(self.reference, str):
+            raise ValueError('reference must be a stream name')
+        if len(set(self.streams)) != len(self.streams) or self.reference in self.streams:
+            raise ValueError(f'streams {self.streams} must be distinct and exclude the '
+                             f'reference {self.reference!r}')
+        positive = ('buffer_len', 'max_residual_ns', 'match_window', 'match_band_ns',
+                    'offset_window_ns', 'offset_grid_ns', 'reestimate_period_ns',
+                    'estimate_history', 'jump_threshold_ns', 'out_of_order_reset',
+                    'signature_capacity')
+        for name in positive:
+            if int(getattr(self, name)) <= 0:
+                raise ValueError(f'{name} must be positive, got {getattr(self, name)}')
+        for name in ('max_wait_ns', 'max_offset_ns', 'latency_margin_ns'):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f'{name} must be non-negative, got {getattr(self, name)}')
+        if self.offset_window_ns < 16 * self.offset_grid_ns:
+            raise ValueError('offset_window_ns must hold at least 16 grid steps')
+        if self.max_offset_ns >= self.offset_window_ns // 2:
+            raise ValueError('max_offset_ns must be under half of offset_window_ns')
+        if not 0.0 <= self.min_correlation <= 1.0 or not 0.0 <= self.hold_decay <= 1.0:
+            raise ValueError('min_correlation and hold_decay must be in [0, 1]')
+        if self.flat_rel_std < 0.0:
+            raise ValueError('flat_rel_std must be non-negative')
+        known = set(self.streams) | {self.reference}
+        for name, _ in self.smoothing_ns + self.signature_delay_ns:
+            if name not in known:
+                raise ValueError(f'unknown stream {name!r} in per-stream settings')
+
+    def per_stream(self, table: tuple[tuple[str, int], ...], stream: str) -> int:
+        return int(dict(table).get(stream, 0))
+
+
+@dataclass(frozen=True)
+class Match:
+    """A stream sample matched to a reference frame; corrected_ns is in the reference clock."""
+
+    stamp_ns: int
+    corrected_ns: int
+    residual_ns: int
+    arrival_ns: int
+    payload: object
+
+
+@dataclass(frozen=True)
+class AlignedFrame:
+    """One reference frame with its matches (None = missing) and when it was emitted."""
+
+    stamp_ns: int
+    arrival_ns: int
+    payload: object
+    matches: dict[str, Match | None]
+    emitted_ns: int
+
+    @property
+    def added_wait_ns(self) -> int:
+        return self.emitted_ns - self.arrival_ns
+
+
+@dataclass
+class _Sample:
+    stamp: int
+    dejittered: int
+    arrival: int
+    payload: object
+
+
+@dataclass
+class _Stream:
+    name: str
+    cfg: AlignerConfig
+    fit: PeriodFit = field(default_factory=PeriodFit)
+    samples: deque = field(default_factory=deque)
+    stamps: set = field(default_factory=set)
+    last_stamp: int | None = None
+    last_arrival: int | None = None
+    prev_sig_time: int | None = None
+    latency: deque = field(default_factory=lambda: deque(maxlen=32))
+    out_of_order_run: int = 0
+    series: SignatureSeries | None = None
+
+    def __post_init__(self) -> None:
+        self.series = SignatureSeries(self.cfg.signature_capacity)
+
+    def clear(self) -> None:
+        self.fit = PeriodFit()
+        self.samples.clear()
+        self.stamps.clear()
+        self.last_stamp = None
+        self.last_arrival = None
+        self.prev_sig_time = None
+        self.latency.clear()
+        self.out_of_order_run = 0
+        self.series.clear()
+
+
+class StreamAligner:
+    """Aligns config.streams to config.reference; feed with push(), drain with poll()."""
+
+    def __init__(self, config: AlignerConfig = AlignerConfig()) -> None:
+        self.config = config
+        names = (config.reference,) + tuple(config.streams)
+        self._streams = {name: _Stream(name, config) for name in names}
+        self._trackers = {name: OffsetTracker(config.estimate_history, config.min_correlation,
+                                              config.hold_decay) for name in config.streams}
+        self._pending: deque[_Sample] = deque()
+        self._emitted_refs: deque[int] = deque(maxlen=max(1, config.match_window - 1))
+        self._ready: list[AlignedFrame] = []
+        self._last_arrival: int | None = None
+        self._next_estimate: dict[str, int | None] = {name: None for name in config.streams}
+        self._counters = {
+            'resets_time_jump': 0, 'resets_out_of_order': 0, 'out_of_order': 0,
+            'duplicates': 0, 'late': 0, 'missing': 0, 'matched': 0, 'emitted': 0,
+            'bad_signature': 0, 'estimates_run': 0, 'estimates_accepted': 0,
+            'estimates_flat': 0}
+        self.estimate_us: deque[float] = deque(maxlen=4096)
+
+    # ---- input -------------------------------------------------------------------------
+
+    def push(self, stream: str, stamp_ns: int, arrival_ns: int, signature: float,
+             payload: object) -> None:
+        """Add one message; raises ValueError for an unknown stream or non-integer times."""
+        state = self._streams.get(stream)
+        if state is None:
+            raise ValueError(f'unknown stream {stream!r}; expected one of {list(self._streams)}')
+        stamp_ns = _as_ns(stamp_ns, 'stamp_ns')
+        arrival_ns = _as_ns(arrival_ns, 'arrival_ns')
+        if self._last_arrival is not None and \
+                arrival_ns < self._last_arrival - self.config.jump_threshold_ns:
+            # The receiver clock itself went back (bag loop under sim time): start over.
+            self._reset_all('time_jump')
+        self._last_arrival = arrival_ns if self._last_arrival is None else max(
+            self._last_arrival, arrival_ns)
+        if not self._accept_order(state, stamp_ns, arrival_ns):
+            return
+        dejittered = state.fit.push(stamp_ns) if self.config.dejitter else stamp_ns
+        state.last_stamp = stamp_ns
+        state.last_arrival = arrival_ns
+        self._add_signature(state, dejittered, signature)
+        offset = self._offset(stream)
+        state.latency.append(arrival_ns - (dejittered - offset))
+        sample = _Sample(stamp_ns, dejittered, arrival_ns, payload)
+        if stream == self.config.reference:
+            self._pending.append(sample)
+            return
+        if self._emitted_refs and dejittered - offset < self._emitted_refs[-1]:
+            self._counters['late'] += 1
+        state.samples.append(sample)
+        state.stamps.add(stamp_ns)
+        if len(state.samples) > self.config.buffer_len:
+            state.stamps.discard(state.samples.popleft().stamp)
+
+    def _accept_order(self, state: _Stream, stamp_ns: int, arrival_ns: int) -> bool:
+        """Apply the time-jump, duplicate and out-of-order rules; False drops the message."""
+        if state.last_stamp is None:
+            return True
+        step = stamp_ns - state.last_stamp
+        threshold = self.config.jump_threshold_ns
+        if step < -threshold or step - (arrival_ns - state.last_arrival) > threshold:
+            # A stamp far behind (clock step back, bag loop) or far ahead of what the
+            # receiver clock allows (clock step forward): the old timeline is void.
+            self._reset_stream(state, 'time_jump')
+            return True
+        if stamp_ns == state.last_stamp or stamp_ns in state.stamps:
+            self._counters['duplicates'] += 1
+            return False
+        if step < 0:
+            self._counters['out_of_order'] += 1
+            state.out_of_order_run += 1
+            if state.out_of_order_run >= self.config.out_of_order_reset:
+                self._reset_stream(state, 'out_of_order')
+                return True
+            return False
+        state.out_of_order_run = 0
+        return True
+
+    def _add_signature(self, state: _Stream, dejittered: int, signature: float) -> None:
+        cfg = self.config
+        try:
+            value = float(signature)
+        except (TypeError, ValueError):
+            value = math.nan
+        if not math.isfinite(value):
+            self._counters['bad_signature'] += 1
+            state.prev_sig_time = dejittered
+            return
+        delay = cfg.per_stream(cfg.signature_delay_ns, state.name)
+        if state.name in cfg.difference_signatures:
+            prev, state.prev_sig_time = state.prev_sig_time, dejittered
+            if prev is None or dejittered <= prev:
+                return
+            period = state.fit.period_ns
+            if period:
+                # A drop doubles the interval and so the change; scale back to one period.
+                value *= period / (dejittered - prev)
+            state.series.append((prev + dejittered) // 2 + delay, value)
+        else:
+            state.series.append(dejittered + delay, value)
+
+    # ---- output ------------------------------------------------------------------------
+
+    def poll(self, now_ns: int) -> list[AlignedFrame]:
+        """Reference frames that are complete or whose max_wait has run out, oldest first."""
+        now_ns = _as_ns(now_ns, 'now_ns')
+        self._maybe_estimate()
+        out, self._ready = self._ready, []
+        still: deque[_Sample] = deque()
+        for frame in self._pending:
+            deadline = frame.arrival + self.config.max_wait_ns
+            if now_ns >= deadline or self._complete(frame, now_ns):
+                out.append(self._emit(frame, now_ns))
+            else:
+                still.append(frame)
+        self._pending = still
+        return out
+
+    def next_deadline_ns(self) -> int | None:
+        """Receiver time by which poll() must be called again, or None with nothing pending."""
+        if not self._pending:
+            return None
+        return min(f.arrival for f in self._pending) + self.config.max_wait_ns
+
+    def offsets(self) -> dict[str, OffsetEstimate]:
+        """Current offset estimate of every non-reference stream."""
+        return {name: tracker.estimate for name, tracker in self._trackers.items()}
+
+    def stats(self) -> dict[str, int]:
+        """Counters since construction: resets by cause, order faults, late, missing, etc."""
+        return dict(self._counters)
+
+    def _offset(self, stream: str) -> int:
+        tracker = self._trackers.get(stream)
+        return 0 if tracker is None else tracker.estimate.offset_ns
+
+    def _complete(self, frame: _Sample, now_ns: int) -> bool:
+        """True when no stream can still deliver a better match before the deadline."""
+        deadline = frame.arrival + self.config.max_wait_ns
+        for name in self.config.streams:
+            state = self._streams[name]
+            if not state.samples or not state.latency:
+                return False
+            offset = self._offset(name)
+            newest = state.samples[-1].dejittered - offset
+            if newest >= frame.dejittered:
+                continue  # in-order streams: everything up to the frame has arrived
+            period = state.fit.period_ns or 0.0
+            # The next sample is at least half a period newer and cannot beat the fastest
+            # transport seen lately; if even that misses the deadline, waiting is pointless.
+            earliest = newest + 0.5 * period + min(state.latency) - self.config.latency_margin_ns
+            if earliest <= deadline:
+                return False
+        return True
+
+    def _emit(self, frame: _Sample, now_ns: int) -> AlignedFrame:
+        cfg = self.config
+        refs = np.fromiter(self._emitted_refs, np.float64, len(self._emitted_refs))
+        refs = np.append(refs, float(frame.dejittered))
+        matches: dict[str, Match | None] = {}
+        for name in cfg.streams:
+            state = self._streams[name]
+            match = None
+            if state.samples:
+                offset = self._offset(name)
+                corrected = np.fromiter((s.dejittered for s in state.samples), np.int64,
+                                        len(state.samples)) - offset
+                # Relative times keep float64 exact at nanosecond resolution.
+                base = frame.dejittered
+                j = match_last(refs - base, (corrected - base).astype(np.float64),
+                               float(cfg.match_band_ns))
+                if j >= 0:
+                    residual = int(corrected[j]) - frame.dejittered
+                    if abs(residual) <= cfg.max_residual_ns:
+                        s = state.samples[j]
+                        match = Match(s.stamp, int(corrected[j]), residual, s.arrival,
+                                      s.payload)
+            matches[name] = match
+            self._counters['missing' if match is None else 'matched'] += 1
+        if not self._emitted_refs or frame.dejittered > self._emitted_refs[-1]:
+            self._emitted_refs.append(frame.dejittered)
+        self._counters['emitted'] += 1
+        return AlignedFrame(frame.stamp, frame.arrival, frame.payload, matches, now_ns)
+
+    # ---- offset estimation ---------------------------------------------------------------
+
+    def _maybe_estimate(self) -> None:
+        cfg = self.config
+        newest = self._streams[cfg.reference].series.last_time()
+        if newest is None:
+            return
+        for k, name in enumerate(cfg.streams):
+            due = self._next_estimate[name]
+            if due is None:
+                # Stagger the streams so one poll never runs two estimates.
+                stagger = k * cfg.reestimate_period_ns // max(1, len(cfg.streams))
+                self._next_estimate[name] = newest + cfg.reestimate_period_ns + stagger
+                continue
+            if newest >= due:
+                self._next_estimate[name] = newest + cfg.reestimate_period_ns
+                start = time.perf_counter()
+                self.estimate_now(name, newest)
+                self.estimate_us.append((time.perf_counter() - start) * 1e6)
+                return
+
+    def estimate_now(self, stream: str, end_ns: int) -> WindowEstimate:
+        """Run one window estimate for a stream ending at end_ns (reference clock); fold it in."""
+        cfg = self.config
+        ref_t, ref_v = self._streams[cfg.reference].series.arrays()
+        st_t, st_v = self._streams[stream].series.arrays()
+        smooth_ns = max(cfg.per_stream(cfg.smoothing_ns, cfg.reference),
+                        cfg.per_stream(cfg.smoothing_ns, stream))
+        self._counters['estimates_run'] += 1
+        pair = prepare_pair(ref_t, ref_v, st_t, st_v, end_ns, cfg.offset_window_ns,
+                            cfg.offset_grid_ns, smooth_ns, cfg.flat_rel_std)
+        if isinstance(pair, str):
+            window = WindowEstimate(0.0, 0.0, False, pair)
+            if pair == 'flat signal':
+                self._counters['estimates_flat'] += 1
+        else:
+            window = dtw_offset(pair[0], pair[1], cfg.offset_grid_ns,
+                                cfg.max_offset_ns // cfg.offset_grid_ns)
+        if self._trackers[stream].update(window):
+            self._counters['estimates_accepted'] += 1
+        return window
+
+    # ---- resets --------------------------------------------------------------------------
+
+    def _reset_stream(self, state: _Stream, cause: str) -> None:
+        self._counters[f'resets_{cause}'] += 1
+        now = state.last_arrival if state.last_arrival is not None else 0
+        state.clear()
+        if state.name == self.config.reference:
+            # Every offset is relative to the reference clock, so they all restart; frames
+            # still pending are matched now, before the old timeline is dropped.
+            self._ready.extend(self._emit(f, max(now, f.arrival)) for f in self._pending)
+            self._pending.clear()
+            self._emitted_refs.clear()
+            for name in self.config.streams:
+                self._trackers[name].reset()
+                self._next_estimate[name] = None
+        else:
+            self._trackers[state.name].reset()
+            self._next_estimate[state.name] = None
+
+    def _reset_all(self, cause: str) -> None:
+        self._reset_stream(self._streams[self.config.reference], cause)
+        for name in self.config.streams:
+            self._streams[name].clear()
+
+
+def _as_ns(value: int, what: str) -> int:
+    if isinstance(value, (bool, float)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f'{what} must be an integer number of nanoseconds, got {value!r}')
+    return int(value)

@@ -1,0 +1,159 @@
+"""Banded dynamic time warping kernels, compiled with numba.
+
+Two kernels with different costs and boundary rules:
+- banded_dtw_path: classic Sakoe-Chiba DTW between two signals on a common grid (squared
+  difference, both ends anchored); the offset estimator reads lags off its warping path.
+- match_last: open-begin, open-end DTW between a short run of reference stamps and a stream's
+  corrected stamps (absolute time difference, cells farther apart than a time band are
+  forbidden); the aligner reads the stream sample matched to the newest reference frame.
+
+dtaidistance's C kernel computes the same Sakoe-Chiba path as banded_dtw_path (its `window`
+is our band + 1); benchmarks/alignment.py measures both.
+"""
+
+import numba
+import numpy as np
+
+_INF = np.inf
+
+
+@numba.njit(cache=True, nogil=True)
+def _banded_cumulative(x: np.ndarray, y: np.ndarray, band: int) -> np.ndarray:
+    n, m = x.size, y.size
+    width = 2 * band + 1
+    acc = np.full((n, width), _INF)
+    for i in range(n):
+        lo = max(0, i - band)
+        hi = min(m - 1, i + band)
+        for j in range(lo, hi + 1):
+            d = x[i] - y[j]
+            cost = d * d
+            k = j - i + band
+            if i == 0 and j == 0:
+                acc[i, k] = cost
+                continue
+            best = _INF
+            if i > 0:
+                # (i-1, j) sits at column k + 1 of row i-1, (i-1, j-1) at column k.
+                if k + 1 < width and acc[i - 1, k + 1] < best:
+                    best = acc[i - 1, k + 1]
+                if j > 0 and acc[i - 1, k] < best:
+                    best = acc[i - 1, k]
+            if j > 0 and k > 0 and acc[i, k - 1] < best:
+                best = acc[i, k - 1]
+            acc[i, k] = cost + best
+    return acc
+
+
+@numba.njit(cache=True, nogil=True)
+def _banded_backtrack(acc: np.ndarray, n: int, m: int, band: int) -> np.ndarray:
+    path = np.empty((n + m, 2), np.int64)
+    i, j = n - 1, m - 1
+    count = 0
+    while True:
+        path[count, 0] = i
+        path[count, 1] = j
+        count += 1
+        if i == 0 and j == 0:
+            break
+        k = j - i + band
+        diag = acc[i - 1, k] if i > 0 and j > 0 else _INF
+        up = acc[i - 1, k + 1] if i > 0 and k + 1 < acc.shape[1] else _INF
+        left = acc[i, k - 1] if j > 0 and k > 0 else _INF
+        if diag <= up and diag <= left:
+            i -= 1
+            j -= 1
+        elif up <= left:
+            i -= 1
+        else:
+            j -= 1
+    return path[:count][::-1].copy()
+
+
+def banded_dtw_path(x: np.ndarray, y: np.ndarray, band: int) -> tuple[float, np.ndarray]:
+    """Squared-difference DTW cost and warping path (K x 2 of i, j) with |i - j| <= band."""
+    a = np.ascontiguousarray(x, dtype=np.float64)
+    b = np.ascontiguousarray(y, dtype=np.float64)
+    if a.ndim != 1 or b.ndim != 1 or a.size == 0 or b.size == 0:
+        raise ValueError(f'DTW needs two non-empty 1-D signals, got {a.shape} and {b.shape}')
+    if band < 0 or abs(a.size - b.size) > band:
+        raise ValueError(f'band {band} cannot join signals of length {a.size} and {b.size}')
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError('DTW signals must be finite')
+    acc = _banded_cumulative(a, b, int(band))
+    cost = float(acc[a.size - 1, b.size - 1 - (a.size - 1) + band])
+    return cost, _banded_backtrack(acc, a.size, b.size, int(band))
+
+
+@numba.njit(cache=True, nogil=True)
+def _match_last(ref: np.ndarray, cand: np.ndarray, band: float) -> int:
+    n, m = ref.size, cand.size
+    acc = np.full((n, m), _INF)
+    move = np.zeros((n, m), np.int8)  # 0 start, 1 diagonal, 2 from above, 3 from the left
+    for i in range(n):
+        for j in range(m):
+            d = abs(ref[i] - cand[j])
+            if d > band:
+                continue
+            if i == 0:
+                # Open begin: the window may start on any stream sample.
+                acc[i, j] = d
+                continue
+            best = _INF
+            step = 0
+            if j > 0 and acc[i - 1, j - 1] < best:
+                best = acc[i - 1, j - 1]
+                step = 1
+            if acc[i - 1, j] < best:
+                best = acc[i - 1, j]
+                step = 2
+            if j > 0 and acc[i, j - 1] < best:
+                best = acc[i, j - 1]
+                step = 3
+            if best == _INF:
+                # A reference frame with no path to it (a gap): restart the warp here.
+                best = 0.0
+                step = 0
+            acc[i, j] = d + best
+            move[i, j] = step
+    # Open end: the newest reference frame may end on any stream sample.
+    end = -1
+    best = _INF
+    for j in range(m):
+        if acc[n - 1, j] < best:
+            best = acc[n - 1, j]
+            end = j
+    if end < 0:
+        return -1
+    # The newest frame's row of the path runs leftwards from `end`; keep its closest sample.
+    chosen = end
+    j = end
+    while j > 0 and move[n - 1, j] == 3:
+        j -= 1
+        if abs(ref[n - 1] - cand[j]) < abs(ref[n - 1] - cand[chosen]):
+            chosen = j
+    return chosen
+
+
+def match_last(ref_times: np.ndarray, cand_times: np.ndarray, band: float) -> int:
+    """Index of the candidate matched to the last reference time, or -1 if none is in band.
+
+    Both inputs are sorted times in one clock (float, any unit); band is in the same unit.
+    """
+    ref = np.ascontiguousarray(ref_times, dtype=np.float64)
+    cand = np.ascontiguousarray(cand_times, dtype=np.float64)
+    if ref.ndim != 1 or cand.ndim != 1:
+        raise ValueError('match_last takes 1-D time arrays')
+    if ref.size == 0 or cand.size == 0:
+        return -1
+    return int(_match_last(ref, cand, float(band)))
+
+
+def match_path(ref_times: np.ndarray, cand_times: np.ndarray, band: float) -> np.ndarray:
+    """Candidate index matched to every reference time (-1 where none), via match_last.
+
+    A test and evaluation helper: each prefix is matched as the aligner would see it online.
+    """
+    ref = np.asarray(ref_times, dtype=np.float64)
+    return np.array([match_last(ref[:i + 1], cand_times, band) for i in range(ref.size)],
+                    dtype=np.int64)
