@@ -16,6 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field
 import math
 import time
+from typing import Callable
 
 import numpy as np
 
@@ -162,8 +163,11 @@ class _Stream:
 class StreamAligner:
     """Aligns config.streams to config.reference; feed with push(), drain with poll()."""
 
-    def __init__(self, config: AlignerConfig = AlignerConfig()) -> None:
+    def __init__(self, config: AlignerConfig = AlignerConfig(),
+                 window_estimator: Callable[..., WindowEstimate] = dtw_offset) -> None:
+        """window_estimator(x, y, step_ns, max_lag) -> WindowEstimate; DTW unless replaced."""
         self.config = config
+        self._window_estimator = window_estimator
         names = (config.reference,) + tuple(config.streams)
         self._streams = {name: _Stream(name, config) for name in names}
         self._trackers = {name: OffsetTracker(config.estimate_history, config.min_correlation,
@@ -381,8 +385,8 @@ class StreamAligner:
             if pair == 'flat signal':
                 self._counters['estimates_flat'] += 1
         else:
-            window = dtw_offset(pair[0], pair[1], cfg.offset_grid_ns,
-                                cfg.max_offset_ns // cfg.offset_grid_ns)
+            window = self._window_estimator(pair[0], pair[1], cfg.offset_grid_ns,
+                                            cfg.max_offset_ns // cfg.offset_grid_ns)
         if self._trackers[stream].update(window):
             self._counters['estimates_accepted'] += 1
         return window
