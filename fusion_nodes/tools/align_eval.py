@@ -190,7 +190,6 @@ def evaluate_cell(data: SeedData, offsets_ms, jitter_ms, drop, drift_ppm, seed,
                              drift_ppm=drift_ppm * (1 if k == 0 else -1))
                for k, name in enumerate(STREAMS)}
     events = _events(streams)
-    cam = streams['camera']
     results = {}
     runs = {
         'dtw': (StreamAligner(config), True),

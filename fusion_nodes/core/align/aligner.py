@@ -46,13 +46,13 @@ class AlignerConfig:
     max_residual_ns: int = 500_000_000
     match_window: int = 8
     match_band_ns: int = 600_000_000
-    offset_window_ns: int = 8_000_000_000
+    offset_window_ns: int = 15_000_000_000
     offset_grid_ns: int = 5_000_000
     max_offset_ns: int = 300_000_000
     reestimate_period_ns: int = 500_000_000
-    smoothing_ns: tuple[tuple[str, int], ...] = (('camera', 15_000_000),
-                                                 ('lidar', 50_000_000), ('gps', 250_000_000))
-    min_correlation: float = 0.3
+    smoothing_ns: tuple[tuple[str, int], ...] = (('camera', 100_000_000),
+                                                 ('lidar', 100_000_000), ('gps', 250_000_000))
+    min_correlation: float = 0.6
     flat_rel_std: float = 1e-3
     estimate_history: int = 5
     hold_decay: float = 0.9

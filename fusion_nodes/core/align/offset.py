@@ -166,7 +166,16 @@ def dtw_offset(x: np.ndarray, y: np.ndarray, step_ns: int, max_lag: int,
     if interior.sum() >= 8:
         lags = lags[interior]
     seed = int(np.round(np.median(lags)))
+    # On noisy signatures the warping path can settle in a neighbouring basin; the global
+    # minimum of the shifted MSE in the band is a second seed, and the lower refined MSE wins.
+    lo, hi = (band, x.size - band) if x.size - 2 * band >= 8 else (0, x.size)
+    costs = [shifted_mse(x, y, lag, lo, hi) for lag in range(-band, band + 1)]
+    global_seed = int(np.argmin(costs)) - band
     lag, corr = refine_lag(x, y, seed, band)
+    if global_seed != seed:
+        alt_lag, alt_corr = refine_lag(x, y, global_seed, band)
+        if alt_corr > corr:
+            lag, corr = alt_lag, alt_corr
     return WindowEstimate(lag * step_ns, corr, True)
 
 

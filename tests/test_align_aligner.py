@@ -1,0 +1,152 @@
+"""StreamAligner: bounded wait under random input, resets, offset recovery, config checks."""
+
+from hypothesis import given, settings, strategies as st
+import numpy as np
+import pytest
+
+from fusion_nodes.core.align.aligner import AlignerConfig, StreamAligner
+
+MS = 1_000_000
+SYNTH = AlignerConfig(difference_signatures=(), signature_delay_ns=(),
+                      offset_window_ns=8_000_000_000, min_correlation=0.5)
+
+
+def _speed(rng: np.random.Generator, seconds: float):
+    t = np.arange(0.0, seconds + 2.0, 0.001)
+    v = np.convolve(rng.normal(0, 1, t.size), np.ones(800) / 800, 'same') * 40 + 6
+    return lambda s: np.interp(s, t, v)
+
+
+def _events(seed: int, seconds: float, offsets_ms: dict[str, float]):
+    rng = np.random.default_rng(seed)
+    speed = _speed(rng, seconds)
+    period = {'camera': 1 / 30, 'lidar': 0.1, 'gps': 0.1}
+    latency = {'camera': 0.015, 'lidar': 0.105, 'gps': 0.06}
+    events = []
+    for name in period:
+        c = np.arange(0.0, seconds, period[name])
+        if name != 'camera':
+            c = c[rng.random(c.size) > 0.1]
+        stamp = c + offsets_ms.get(name, 0.0) / 1e3
+        noise = np.abs(rng.normal(0, 0.002, c.size))
+        arrival = np.maximum.accumulate(c + latency[name] + noise)
+        sig = speed(c) + rng.normal(0, 0.05, c.size)
+        events += [(int(a * 1e9), name, int(s * 1e9), float(g), float(cc))
+                   for a, s, g, cc in zip(arrival, stamp, sig, c)]
+    events.sort()
+    return events
+
+
+def test_offsets_recovered_and_pairs_follow_true_capture():
+    aligner = StreamAligner(SYNTH)
+    frames = []
+    for arrival, name, stamp, sig, capture in _events(1, 40.0, {'lidar': 80.0, 'gps': -60.0}):
+        deadline = aligner.next_deadline_ns()
+        while deadline is not None and deadline <= arrival:
+            frames += aligner.poll(deadline)
+            deadline = aligner.next_deadline_ns()
+        aligner.push(name, stamp, arrival, sig, capture)
+        frames += aligner.poll(arrival)
+    offsets = aligner.offsets()
+    assert abs(offsets['lidar'].offset_ns / MS - 80.0) < 5.0
+    assert abs(offsets['gps'].offset_ns / MS + 60.0) < 5.0
+    assert offsets['lidar'].confidence > 0.3 and offsets['lidar'].valid
+    late = [f for f in frames if f.payload > 20.0]
+    for f in late:
+        m = f.matches['lidar']
+        if m is not None and abs(m.residual_ns) < 50 * MS:
+            # Matched on corrected time, the lidar capture is the nearest one (10 Hz grid).
+            assert abs(m.payload - f.payload) <= 0.05 + 1e-6
+    assert all(f.added_wait_ns <= SYNTH.max_wait_ns for f in frames)
+
+
+def test_flat_signatures_hold_the_estimate():
+    aligner = StreamAligner(SYNTH)
+    events = _events(2, 30.0, {'lidar': 80.0, 'gps': 40.0})
+    for arrival, name, stamp, sig, _ in events:
+        aligner.push(name, stamp, arrival, sig, None)
+        aligner.poll(arrival)
+    assert abs(aligner.offsets()['lidar'].offset_ns / MS - 80.0) < 5.0
+    base = events[-1][0]
+
+    def flat(first: int, count: int) -> None:
+        for k in range(first, first + count):
+            t = base + k * 33 * MS
+            aligner.push('camera', t, t + 15 * MS, 1.0, None)
+            if k % 3 == 0:
+                aligner.push('lidar', t + 80 * MS, t + 105 * MS, 1.0, None)
+                aligner.push('gps', t + 40 * MS, t + 60 * MS, 1.0, None)
+            aligner.poll(t + 15 * MS)
+
+    # Once the whole offset window is flat, nothing in it can move the estimate.
+    flat(0, 400)
+    held = aligner.offsets()['lidar']
+    flat(400, 300)
+    after = aligner.offsets()['lidar']
+    assert after.offset_ns == held.offset_ns
+    assert after.confidence < held.confidence
+    assert aligner.stats()['estimates_flat'] > 0
+
+
+def test_time_jump_and_out_of_order_reset_counted():
+    aligner = StreamAligner(SYNTH)
+    events = _events(3, 20.0, {'lidar': 50.0})
+    last_gps = max(stamp for _, name, stamp, _, _ in events if name == 'gps')
+    for arrival, name, stamp, sig, _ in events:
+        aligner.push(name, stamp, arrival, sig, None)
+        aligner.poll(arrival)
+    assert aligner.offsets()['lidar'].valid
+    t = 30 * 1_000_000_000
+    aligner.push('lidar', 0, t, 1.0, None)  # bag loop: the stamp steps 20 s back
+    stats = aligner.stats()
+    assert stats['resets_time_jump'] == 1
+    assert aligner.offsets()['lidar'].resets == 1 and not aligner.offsets()['lidar'].valid
+    # A run of out-of-order stamps, each a little behind the last in-order one.
+    for k in range(1, 4):
+        aligner.push('gps', last_gps - k * 10 * MS, t + k, 1.0, None)
+    stats = aligner.stats()
+    assert stats['out_of_order'] == 3 and stats['resets_out_of_order'] == 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(['camera', 'lidar', 'gps']),
+                          st.integers(0, 3_000), st.integers(0, 400),
+                          st.one_of(st.floats(-1e3, 1e3), st.just(float('nan')))),
+                min_size=1, max_size=120),
+       st.integers(0, 60).map(lambda v: v * MS))
+def test_never_waits_past_max_wait(messages, max_wait):
+    cfg = AlignerConfig(max_wait_ns=max_wait, reestimate_period_ns=100 * MS)
+    aligner = StreamAligner(cfg)
+    now = 0
+    emitted, pushed_refs = [], 0
+    for name, stamp_ms, gap_ms, sig in messages:
+        now += gap_ms * MS // 4
+        deadline = aligner.next_deadline_ns()
+        while deadline is not None and deadline <= now:
+            emitted += aligner.poll(deadline)
+            deadline = aligner.next_deadline_ns()
+        aligner.push(name, stamp_ms * MS, now, sig, stamp_ms)
+        pushed_refs += name == 'camera'
+        emitted += aligner.poll(now)
+        for f in emitted:
+            assert 0 <= f.added_wait_ns <= max_wait
+            assert set(f.matches) == {'lidar', 'gps'}
+    emitted += aligner.poll(now + max_wait)
+    assert aligner.next_deadline_ns() is None
+    stats = aligner.stats()
+    # Every reference frame is emitted once, or counted as a duplicate / out-of-order drop.
+    assert len(emitted) == stats['emitted'] <= pushed_refs
+
+
+def test_config_and_input_validation():
+    with pytest.raises(ValueError, match='reference'):
+        AlignerConfig(streams=('camera', 'gps'))
+    with pytest.raises(ValueError, match='max_wait_ns'):
+        AlignerConfig(max_wait_ns=-1)
+    with pytest.raises(ValueError, match='unknown stream'):
+        AlignerConfig(smoothing_ns=(('radar', 1),))
+    aligner = StreamAligner()
+    with pytest.raises(ValueError, match='unknown stream'):
+        aligner.push('radar', 0, 0, 0.0, None)
+    with pytest.raises(ValueError, match='integer'):
+        aligner.push('camera', 1.5, 0, 0.0, None)
