@@ -30,6 +30,8 @@ CAMERA, LIDAR, GPS = '/camera/image_raw', '/lidar/points', '/gps/fix'
 GT, LATCHED = '/gt/capture_time', '/robot_description'
 SENSORS = {CAMERA: Image, LIDAR: PointCloud2, GPS: NavSatFix}
 RELIABLE = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
+LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 def synthetic_entries(seconds: float = 3.0, seed: int = 0) -> list:
@@ -121,7 +123,8 @@ def interval_errors_ms(arrivals: list[tuple[int, int]], rate: float = 1.0) -> np
 def test_child_process_replay_keeps_the_log_schedule(bag, log_times, ros):
     node, executor = ros
     arrivals = Arrivals(node, {**SENSORS, GT: TimeReference})
-    clock = []
+    latched, clock = [], []
+    node.create_subscription(String, LATCHED, latched.append, LATCHED_QOS)
     node.create_subscription(Clock, '/clock', lambda m: clock.append(
         (time.monotonic_ns(), m.clock.sec * S + m.clock.nanosec)), RELIABLE)
     child = replay_child(bag, '--clock', '--exclude-prefix', '/gt',
@@ -141,6 +144,8 @@ def test_child_process_replay_keeps_the_log_schedule(bag, log_times, ros):
         assert np.percentile(np.abs(errors), 90) < 8.0, (topic, np.round(errors, 1))
         assert np.max(np.abs(errors)) < 30.0, (topic, np.round(errors, 1))
     assert arrivals.got[GT] == []  # excluded by prefix
+    assert [m.data for m in latched] == ['<robot/>']
+    print(out)
     assert GT not in out
     # The whole camera stream took its bag duration in wall time.
     cam = arrivals.got[CAMERA]
@@ -201,9 +206,7 @@ def test_in_process_loop_restarts_clock_and_latched_topics(bag, log_times, ros):
     pub_node = rclpy.create_node('replayer')
     arrivals = Arrivals(node, {GPS: NavSatFix, LIDAR: PointCloud2})
     latched, clock = [], []
-    node.create_subscription(String, LATCHED, latched.append, QoSProfile(
-        depth=1, reliability=ReliabilityPolicy.RELIABLE,
-        durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    node.create_subscription(String, LATCHED, latched.append, LATCHED_QOS)
     node.create_subscription(Clock, '/clock', lambda m: clock.append(
         m.clock.sec * S + m.clock.nanosec), RELIABLE)
     options = ReplayOptions(loop=True, max_loops=2, start_offset_s=1.0, duration_s=1.0,
@@ -334,3 +337,53 @@ def test_cli_rejects_unknown_topics_and_missing_bags(tmp_path, bag):
                               env=env, capture_output=True, text=True, timeout=60)
         assert done.returncode == 2 and message in done.stderr, done.stderr
     assert os.path.isdir(bag)
+
+
+class _TimedPublisher:
+    def __init__(self, sink: list, topic: str) -> None:
+        self.sink, self.topic = sink, topic
+
+    def publish(self, data) -> None:
+        self.sink.append((time.monotonic_ns(), self.topic, data))
+
+    def get_subscription_count(self) -> int:
+        return 1
+
+
+class _TimingNode:
+    """Just enough of a Node for the scheduler: publishers that note when they publish."""
+
+    def __init__(self) -> None:
+        self.sent: list = []
+
+    def create_publisher(self, _cls, topic: str, _qos) -> _TimedPublisher:
+        return _TimedPublisher(self.sent, topic)
+
+    def destroy_publisher(self, _pub) -> None:
+        pass
+
+    def get_logger(self):
+        return rclpy.logging.get_logger('timing_node')
+
+
+def test_schedule_does_not_drift_over_many_loops(bag, log_times):
+    """30 s of bag time (10 loops at rate 20): the last loop is as punctual as the first."""
+    node = _TimingNode()
+    replayer = Replayer(bag, node, ReplayOptions(rate=20.0, loop=True, max_loops=10,
+                                                 topics=(LIDAR,)))
+    summary = replayer.run()
+    sent = node.sent
+    n = len(log_times[LIDAR])
+    assert summary.loops_completed == 10 and len(sent) == 10 * n
+    assert summary.published == {LIDAR: 10 * n}
+    # Independent schedule: loop k starts k * (span + one lidar period) of bag time later.
+    lidar = np.array(log_times[LIDAR], dtype=np.int64)
+    info = bagio.bag_info(bag)
+    cycle = (info.end_ns + 1 - info.start_ns) + (info.end_ns - info.start_ns) // (n - 1)
+    due = np.concatenate([k * cycle + lidar - info.start_ns for k in range(10)]) / 20.0
+    actual = np.array([t for t, _, _ in sent], dtype=np.int64) - replayer.started_ns
+    lateness_ms = (actual - due) / MS
+    assert lateness_ms.min() >= -0.001  # never early
+    # No trend: the last loop is not later than the first beyond scheduling noise.
+    assert np.median(lateness_ms[-n:]) - np.median(lateness_ms[:n]) < 2.0, lateness_ms
+    assert summary.max_lateness_ms == pytest.approx(lateness_ms.max(), abs=2.0)

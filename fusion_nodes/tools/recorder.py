@@ -21,10 +21,8 @@ from rclpy.qos import (DurabilityPolicy, qos_profile_sensor_data, QoSProfile,
                        ReliabilityPolicy)
 
 from fusion_nodes.tools import bagio
+from fusion_nodes.tools.replay import SENSOR_TYPES, split_ros_args
 
-SENSOR_TYPES = frozenset({
-    'sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage', 'sensor_msgs/msg/PointCloud2',
-    'sensor_msgs/msg/NavSatFix', 'sensor_msgs/msg/CameraInfo'})
 RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 LATCHED = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -133,6 +131,7 @@ def resolve_types(node: Node, topics: list[str], timeout_s: float) -> dict[str, 
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv, ros_args = split_ros_args(sys.argv[1:] if argv is None else list(argv))
     parser = argparse.ArgumentParser(
         description='Record topics into a new rosbag2 until Ctrl-C, SIGTERM or --duration. '
                     'Prints the message count per topic.')
@@ -150,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
-    rclpy.init()
+    rclpy.init(args=ros_args)
     node = rclpy.create_node('fusion_recorder')
     recorder = None
     try:

@@ -143,8 +143,11 @@ class _Prefetcher(threading.Thread):
         self.stop_event = stop
         self.items: queue.Queue = queue.Queue(maxsize=_PREFETCH_MESSAGES)
         self.error: BaseException | None = None
+        self.primed = threading.Event()  # queue full, or the whole window read
 
     def _put(self, item) -> bool:
+        if self.items.full():
+            self.primed.set()
         while not self.stop_event.is_set():
             try:
                 self.items.put(item, timeout=_MAX_WAIT_S)
@@ -172,6 +175,7 @@ class _Prefetcher(threading.Thread):
         except BaseException as exc:  # handed to the publishing thread, which reports it
             self.error = exc
         finally:
+            self.primed.set()
             self._put(_END)
 
 
@@ -188,6 +192,7 @@ class Replayer:
         self.summary = ReplaySummary()
         self._publishers = {}
         self._clock_pub = None
+        self.started_ns: int | None = None  # monotonic ns of the schedule's origin, once run
         self._select_and_create_publishers()
         start = self.info.start_ns + round(options.start_offset_s * NS_PER_S)
         stop = self.info.end_ns + 1
@@ -278,7 +283,11 @@ class Replayer:
         prefetch = _Prefetcher(self.bag_path, list(self._publishers), latched, self.window,
                                loops, self._stop)
         prefetch.start()
+        # The clock starts once the read-ahead is primed, so opening the bag and decompressing
+        # its first chunk do not make the first messages late.
+        prefetch.primed.wait(timeout=10.0)
         wall_start = time.monotonic_ns()
+        self.started_ns = wall_start
         try:
             self._publish_loop(prefetch, wall_start)
         finally:
@@ -453,7 +462,17 @@ def options_from_args(args: argparse.Namespace) -> ReplayOptions:
         wait_for_subscribers_s=args.wait_for_subscribers)
 
 
+def split_ros_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(our arguments, rclpy's): only what follows --ros-args goes to rcl, so that our own
+    OLD:=NEW arguments are never taken for global remapping rules."""
+    if '--ros-args' not in argv:
+        return argv, [sys.argv[0]]
+    at = argv.index('--ros-args')
+    return argv[:at], [sys.argv[0], *argv[at:]]
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv, ros_args = split_ros_args(sys.argv[1:] if argv is None else list(argv))
     args = build_parser().parse_args(argv)
     try:
         options = options_from_args(args)
@@ -468,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     from rclpy.signals import SignalHandlerOptions
 
     # Our own handlers: SIGINT and SIGTERM end the replay with its summary, not a traceback.
-    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
+    rclpy.init(args=ros_args, signal_handler_options=SignalHandlerOptions.NO)
     node = None
     replayer = None
     try:
