@@ -10,8 +10,10 @@ def _result(miou: dict, failed: dict, gates: dict) -> dict:
     t = np.arange(10) * 0.1
     return {
         'frames': 10,
+        'failure_frames': 5 if any(failed.values()) else 0,
         'failed_fraction': failed,
         'methods': methods,
+        'methods_in_failure': methods if any(failed.values()) else None,
         'gates': {s: {'healthy': g[0], 'failed': g[1], 'healthy_frames': 5 if g[0] == g[0] else 0,
                       'failed_frames': 5 if g[1] == g[1] else 0} for s, g in gates.items()},
         'timeline': {'t_s': t.tolist(), 'gates': np.full((10, 3), 0.9).tolist(),

@@ -19,7 +19,7 @@ class LossWeights:
     bev: float = 1.0
     aux: float = 0.5
     ego: float = 0.2
-    gate: float = 0.5
+    gate: float = 1.0
 
 
 def class_weights(bev: np.ndarray, num_classes: int, power: float = 0.5) -> torch.Tensor:
@@ -49,9 +49,11 @@ def fusion_loss(out: dict[str, torch.Tensor], bev: torch.Tensor, ego: torch.Tens
     aux_terms = []
     for k, name in ((0, 'camera_logits'), (1, 'lidar_logits')):
         per_cell = ce(out[name], bev, weight=weights, reduction='none')
+        # Normalised by the weights, as the 'mean' reduction of the fused term is.
+        per_frame = per_cell.sum(dim=(1, 2)) / weights[bev].sum(dim=(1, 2))
         present = available[:, k]
         if present.sum() > 0:
-            aux_terms.append((per_cell.mean(dim=(1, 2)) * present).sum() / present.sum())
+            aux_terms.append((per_frame * present).sum() / present.sum())
     aux_loss = torch.stack(aux_terms).mean() if aux_terms else bev_loss.new_zeros(())
     ego_loss = gaussian_nll(out['ego_velocity'], out['ego_log_variance'], ego)
     total = (loss_weights.bev * bev_loss + loss_weights.aux * aux_loss

@@ -40,6 +40,9 @@ class NetworkConfig:
     gps_hidden: int = 32
     gate_hidden: int = 16
     gate_mode: str = 'learned'
+    # Feeds the constant camera-footprint mask to the fused head too, so the positional prior
+    # it carries survives when the camera is gated off (it is no camera evidence).
+    mask_in_head: bool = False
 
     def __post_init__(self) -> None:
         if self.gate_mode not in GATE_MODES:
@@ -113,7 +116,8 @@ class GatedFusionNet(nn.Module):
         self.gps_gate = _Gate(cfg.gps_hidden, cfg.gate_hidden)
         # The dilated layer widens the context to about 6 m, the length of a car.
         self.bev_head = nn.Sequential(
-            _conv(d, d), nn.Conv2d(d, d, 3, padding=2, dilation=2), nn.ReLU(),
+            _conv(d + int(cfg.mask_in_head), d), nn.Conv2d(d, d, 3, padding=2, dilation=2),
+            nn.ReLU(),
             nn.Conv2d(d, num_classes, 1))
         self.ego_head = nn.Sequential(nn.Linear(cfg.gps_hidden + 1, cfg.gps_hidden), nn.ReLU(),
                                       nn.Linear(cfg.gps_hidden, 6))
@@ -160,6 +164,9 @@ class GatedFusionNet(nn.Module):
         g_lidar = gates[1][:, :, None, None]
         weighted = g_camera * camera_bev + g_lidar * lidar_bev
         fused = weighted / (g_camera + g_lidar + FUSION_EPS)
+        if self.cfg.mask_in_head:
+            mask = self._batched(self.camera_mask, int(fused.shape[0]))
+            fused = torch.cat([fused, mask], dim=1)
         bev_logits = self.bev_head(fused)
         ego = self.ego_head(torch.cat([gates[2] * gps_features, gates[2]], dim=1))
         log_variance = torch.clamp(ego[:, 3:], *LOG_VARIANCE_RANGE)

@@ -90,7 +90,7 @@ def train_model(samples: dict[str, np.ndarray], cfg: TrainConfig,
     torch.set_num_threads(cfg.threads)
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    arch = arch or NetworkConfig(gate_mode=cfg.gate_mode)
+    arch = arch or NetworkConfig(gate_mode=cfg.gate_mode, mask_in_head=True)
     model = GatedFusionNet(cfg=arch)
     weights = class_weights(samples['bev'], len(SEMANTIC_CLASSES))
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate,
