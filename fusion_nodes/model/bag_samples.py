@@ -49,7 +49,7 @@ def _level(status) -> int:
     return level[0] if isinstance(level, (bytes, bytearray)) else int(level)
 
 
-def _failure_flags(msg) -> np.ndarray:
+def failure_flags(msg) -> np.ndarray:
     flags = np.zeros(len(SENSORS), dtype=np.uint8)
     for status in msg.status:
         for k, sensor in enumerate(SENSORS):
@@ -58,7 +58,7 @@ def _failure_flags(msg) -> np.ndarray:
     return flags
 
 
-def _bev_classes(msg, grid: BevGrid) -> np.ndarray:
+def bev_classes(msg, grid: BevGrid) -> np.ndarray:
     classes = conversions.occupancy_grid_to_numpy(msg)
     if classes.shape != grid.shape:
         raise ValueError(f'/gt/bev is {classes.shape} cells, the BEV grid is {grid.shape}')
@@ -136,14 +136,14 @@ def extract_bag_samples(bag_path: Path, pairing: PairingConfig = PairingConfig()
                     conversions.stamp_to_ns(msg.time_ref)
             elif topic == GT_BEV_TOPIC:
                 bev_by_capture[conversions.stamp_to_ns(msg.header.stamp)] = \
-                    _bev_classes(msg, grid)
+                    bev_classes(msg, grid)
             elif topic == GT_EGO_TOPIC:
                 twist = msg.twist.twist
                 ego_times.append(conversions.stamp_to_ns(msg.header.stamp))
                 ego_values.append((twist.linear.x, twist.linear.y, twist.angular.z))
             elif topic == GT_FAILURES_TOPIC:
                 failure_times.append(conversions.stamp_to_ns(msg.header.stamp))
-                failure_values.append(_failure_flags(msg))
+                failure_values.append(failure_flags(msg))
     if camera_topic is None or not streams['camera'].stamps:
         raise ValueError(f'{bag_path} has no camera frames on {CAMERA_TOPICS}')
     if not ego_times:

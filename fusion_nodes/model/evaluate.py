@@ -95,6 +95,28 @@ def evaluate_scenario(gated: GatedFusionNet, ungated: GatedFusionNet,
     }
 
 
+def evaluate_bag(model: GatedFusionNet, bag: Path, camera_stride: int = 1) -> dict:
+    """The gated model on one bag, offline: mIoU overall, healthy and failed, and gates.
+
+    This is the figure a live replay of the same bag is held to: the same model and the same
+    node preprocessing, but sensors paired in true capture time instead of by the aligner.
+    """
+    from fusion_nodes.model.bag_samples import extract_bag_samples, PairingConfig
+    samples = extract_bag_samples(Path(bag), PairingConfig(camera_stride=camera_stride))
+    out = predict(model, samples)
+    in_failure = samples['failed'].any(axis=1)
+
+    def miou(mask: np.ndarray) -> float:
+        if not mask.any():
+            return float('nan')
+        matrix = confusion(out['bev'][mask], samples['bev'][mask], len(SEMANTIC_CLASSES))
+        return mean_iou(matrix)
+    return {'frames': int(in_failure.size), 'miou': miou(np.ones_like(in_failure)),
+            'miou_healthy': miou(~in_failure), 'miou_failed': miou(in_failure),
+            'gates': gate_means(out['gates'], samples['failed'], samples['available'],
+                                SENSORS)}
+
+
 def failed_sensors(result: dict) -> list[str]:
     return [s for s, f in result['failed_fraction'].items() if f > 0.0]
 
@@ -215,6 +237,14 @@ def plot_timelines(results: dict[str, dict], path: Path) -> None:
     plt.close(fig)
 
 
+def _json_safe(value):
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, float) and value != value:
+        return None
+    return value
+
+
 def _by_scenario(items: list[dataset.Recording]) -> dict[str, list[dataset.Recording]]:
     groups: dict[str, list[dataset.Recording]] = {}
     for recording in items:
@@ -237,8 +267,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--json', type=Path, nargs='?', const=Path('-'), default=None,
                         help='also write the figures as JSON (to stdout with no path)')
     parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--bag', type=Path,
+                        help='score the gated model on this one generator bag instead')
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.bag is not None:
+        result = evaluate_bag(load_model(args.model), args.bag)
+        print(json.dumps(_json_safe(result), indent=2))
+        return 0
     gated, ungated = load_model(args.model), load_model(args.ungated)
     spec = dataset.DataSpec(data_dir=args.data_dir, duration_s=args.duration,
                             seeds_per_scenario={'train': 1, 'test': args.seeds})

@@ -31,18 +31,13 @@ from fusion_nodes.core.postprocess import (
 from fusion_nodes.core.stats import RejectionCounter, RollingPercentiles
 from fusion_nodes.core.watchdog import ProcessingWatchdog, WatchdogConfig
 from fusion_nodes.inference.metadata import load_metadata
-from fusion_nodes.inference.registry import make_backend
+from fusion_nodes.inference.registry import known_backends, make_backend
 from fusion_nodes.nodes.health_msg import parse_health_msg, vector
 from fusion_nodes.nodes.params import declare_all, FUSION_PARAMS
 from fusion_nodes.nodes.runner import run_node
 from fusion_nodes.nodes.sensor_node import ERROR, OK, RELIABLE_OUTPUT, STALE, WARN
 
 MODEL_FILE = 'gated_fusion.json'
-_HEALTH_NAMES = {
-    'camera': ('brightness', 'contrast', 'sharpness', 'frozen'),
-    'lidar': ('point_ratio', 'valid_ratio', 'frozen', 'near_clutter'),
-    'gps': ('fix_valid', 'sigma_h', 'jump', 'age'),
-}
 _DROPPED_GATE = 0.2
 
 
@@ -58,8 +53,8 @@ def resolve_model_path(param: str) -> Path:
         from ament_index_python.packages import get_package_share_directory
         candidates.insert(0, Path(get_package_share_directory('fusion_nodes')) / 'models'
                           / MODEL_FILE)
-    except (ImportError, LookupError, ValueError):
-        pass
+    except (ImportError, LookupError, ValueError, OSError):
+        pass  # not installed through ament (source tree, pip -e): the source tree's models/
     for candidate in candidates:
         if candidate.is_file():
             return candidate
@@ -94,14 +89,22 @@ class FusionNode(Node):
         p = self.params = declare_all(self, FUSION_PARAMS)
         if p['reference_sensor'] != 'camera':
             raise ValueError('reference_sensor: only camera is supported (output at camera rate)')
+        self.backend_name = str(p['backend'])
+        if self.backend_name not in known_backends():
+            raise ValueError(f'backend {self.backend_name!r} is not one of {known_backends()}')
         model_path = resolve_model_path(str(p['model']))
         self.metadata = load_metadata(model_path)
+        if tuple(self.metadata.sensor_order) != SENSORS:
+            raise ValueError(f'model {model_path} orders its sensors '
+                             f'{self.metadata.sensor_order}, this node expects {SENSORS}')
+        self.health_names = {s: tuple(self.metadata.health_features[s]) for s in SENSORS}
         self.grid = BevGrid(**self.metadata.grid)
-        self.camera_model = CameraModel(**self.metadata.camera_model)
-        self.input_shapes = {spec['name']: tuple(spec['shape']) for spec in self.metadata.inputs}
+        self.camera_model = CameraModel(**{
+            k: tuple(v) if isinstance(v, list) else v
+            for k, v in self.metadata.camera_model.items()})
+        self.input_shapes = self.metadata.input_shapes()
         providers = [name for name in p['providers'] if name]
         options = {'providers': providers} if providers else {}
-        self.backend_name = str(p['backend'])
         self.backend = make_backend(self.backend_name, model_path, **options)
         self.backend.activate()
         self.aligner = StreamAligner(AlignerConfig(
@@ -172,7 +175,7 @@ class FusionNode(Node):
             features = conversions.image_to_numpy(pair['features'])
             features = np.ascontiguousarray(features.transpose(2, 0, 1))
             name, level, values = parse_health_msg(pair['health'])
-            health = vector(values, 'health', _HEALTH_NAMES[sensor])
+            health = vector(values, 'health', self.health_names[sensor])
             signature = float(values.get('signature', 0.0))
         except ValueError as error:
             self._reject(track, str(error))
@@ -185,7 +188,7 @@ class FusionNode(Node):
         try:
             _, level, values = parse_health_msg(msg)
             features = vector(values, 'feature', GPS_FEATURES)
-            health = vector(values, 'health', _HEALTH_NAMES['gps'])
+            health = vector(values, 'health', self.health_names['gps'])
         except ValueError as error:
             self._reject(track, str(error))
             return
@@ -258,7 +261,14 @@ class FusionNode(Node):
         if samples['lidar'] is None and samples['gps'] is None:
             return  # nothing at all to fuse: diagnostics report every sensor stale
         self.fallback_frames += 1
-        self._fuse(now, samples, now)
+        self._fuse(self._camera_clock_ns(now), samples, now)
+
+    def _camera_clock_ns(self, now: int) -> int:
+        """now in the camera's stamp clock, so fallback outputs continue its time line."""
+        camera = self.tracks['camera']
+        if camera.last_sample is None:
+            return now
+        return camera.last_sample.stamp_ns + (now - camera.last_sample.arrival_ns)
 
     def _fuse(self, stamp_ns: int, samples: dict[str, SensorSample | None], now: int) -> None:
         start = time.perf_counter()
@@ -391,6 +401,7 @@ class FusionNode(Node):
             'end_to_end_ms_p50': f'{self.end_to_end_ms.percentile(50):.2f}',
             'end_to_end_ms_p99': f'{self.end_to_end_ms.percentile(99):.2f}',
         }
+        node_values.update({f'aligner.{k}': str(v) for k, v in self.aligner.stats().items()})
         statuses.append(DiagnosticStatus(
             level=bytes([watchdog_level]), name='fusion_nodes: fusion_node', message=message,
             hardware_id=self.get_fully_qualified_name(),

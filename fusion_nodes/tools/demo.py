@@ -3,33 +3,18 @@
 It starts the node set (fusion-bringup), replays bags/<demo> in real time (fusion-replay)
 and watches from a third process: the fused output rate, the end-to-end latency (a camera
 frame's arrival here to its fused output's arrival here, both on this process's clock), the
-per-sensor gates over time and /diagnostics. It ends by writing a picture of overlay frames
-and the gate timeline, and says where.
+per-sensor gates over time and /diagnostics. It scores the fused semantic grid against the
+bag's /gt, and ends by writing a picture of overlay frames and the gate timeline.
 """
 
 import argparse
 from pathlib import Path
-import subprocess
 import sys
-import time
 
-from fusion_nodes.tools import dds_env
+from fusion_nodes.tools.live_run import (
+    bag_camera_transport, find_demo_bag, LiveRunConfig, ROOT, run_live, StackDidNotStart)
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def find_demo_bag() -> Path:
-    """The bag directory under bags/ (the one holding metadata.yaml)."""
-    bags = sorted(p.parent for p in (ROOT / 'bags').glob('*/metadata.yaml'))
-    if not bags:
-        raise FileNotFoundError(f'no rosbag2 directory with metadata.yaml under {ROOT / "bags"}')
-    return bags[0]
-
-
-def bag_camera_transport(bag: Path) -> str:
-    """compressed when the bag carries CompressedImage frames, else raw."""
-    text = (bag / 'metadata.yaml').read_text()
-    return 'compressed' if '/camera/image_raw/compressed' in text else 'raw'
+__all__ = ['bag_camera_transport', 'find_demo_bag', 'main']
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,50 +22,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--bag', type=Path, help='rosbag2 directory (default: the shipped one)')
     parser.add_argument('--out', type=Path, default=ROOT / 'out' / 'demo')
     parser.add_argument('--backend', default='onnxruntime')
+    parser.add_argument('--model', default='', help="metadata JSON ('' = the shipped model)")
     parser.add_argument('--rate', type=float, default=1.0, help='replay rate factor')
     args = parser.parse_args(argv)
 
-    dds_env.apply_to_current_process()
-    import rclpy
-    from fusion_nodes.tools.bringup import start_stack
-    from fusion_nodes.tools.node_set import StackOptions
-    from fusion_nodes.tools.observer import FusionObserver, write_report_picture
+    from fusion_nodes.tools.bag_truth import load_bag_truth, score_semantic
+    from fusion_nodes.tools.observer import write_report_picture
 
     bag = args.bag or find_demo_bag()
-    args.out.mkdir(parents=True, exist_ok=True)
-    transport = bag_camera_transport(bag)
-    print(f'demo: bag {bag} (camera {transport}), backend {args.backend}, logs in {args.out}')
-    stack = start_stack(StackOptions(backend=args.backend, camera_transport=transport),
-                        log_dir=args.out)
-    rclpy.init()
-    observer = FusionObserver(camera_transport=transport)
-    replay = None
+    print(f'demo: bag {bag} (camera {bag_camera_transport(bag)}), backend {args.backend}, '
+          f'logs in {args.out}', flush=True)
     try:
-        if not observer.wait_for_outputs(stack, timeout_s=60.0):
-            print('demo: the nodes did not come up; see the logs in', args.out, file=sys.stderr)
-            return 1
-        replay = subprocess.Popen(
-            [sys.executable, '-m', 'fusion_nodes.tools.replay', str(bag), '--rate',
-             str(args.rate)], env=dds_env.isolated_env())
-        while replay.poll() is None:
-            rclpy.spin_once(observer, timeout_sec=0.05)
-            if not stack.alive():
-                print('demo: a node died; see the logs in', args.out, file=sys.stderr)
-                return 1
-        settle = time.monotonic() + 1.5
-        while time.monotonic() < settle:
-            rclpy.spin_once(observer, timeout_sec=0.05)
-        report = observer.report()
-        print(report.text())
-        picture = write_report_picture(observer, args.out / 'demo.png')
-        print(f'demo: picture of overlay frames and the gate timeline written to {picture}')
-        return 0 if replay.returncode == 0 and report.fused_frames > 0 else 1
-    finally:
-        if replay is not None and replay.poll() is None:
-            replay.terminate()
-        observer.destroy_node()
-        rclpy.try_shutdown()
-        stack.stop()
+        run = run_live(LiveRunConfig(bag=bag, backend=args.backend, model=args.model,
+                                     rate=args.rate), log_dir=args.out)
+    except StackDidNotStart as error:
+        print(f'demo: {error}', file=sys.stderr)
+        return 1
+    replay_log = (args.out / 'replay.log').read_text(errors='replace').splitlines()
+    print('\n'.join(line for line in replay_log if not line.startswith('[')))
+    report = run.observer.report()
+    print(report.text())
+    truth = load_bag_truth(bag)
+    miou, frames = score_semantic(run.observer.semantic, truth)
+    print(f'fused BEV semantic grid against /gt: mIoU {miou:.3f} over {frames} frames')
+    picture = write_report_picture(run.observer, args.out / 'demo.png')
+    print(f'demo: picture of overlay frames and the gate timeline written to {picture}')
+    if not run.nodes_alive_at_end:
+        print(f'demo: a node died (exit codes {run.node_returncodes}); see {args.out}',
+              file=sys.stderr)
+        return 1
+    return 0 if run.replay_returncode == 0 and report.fused_frames > 0 else 1
 
 
 if __name__ == '__main__':

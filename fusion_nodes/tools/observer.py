@@ -22,6 +22,9 @@ from fusion_nodes.core.postprocess import CLASS_COLOURS
 
 _RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 _DIAGNOSTIC_LEVELS = ('OK', 'WARN', 'ERROR', 'STALE')
+# Diagnostic values the report prints, so a lost frame can be traced to the node that lost it.
+_COUNTERS = ('received', 'processed', 'rejected', 'published', 'fallback_frames', 'matched',
+             'missing', 'invalid', 'unpaired', 'gate', 'offset_ms')
 
 
 @dataclass
@@ -33,6 +36,7 @@ class ObserverReport:
     latency_ms: list[float]
     gate_timeline: list[tuple[float, np.ndarray]]
     diagnostics: dict[str, tuple[str, str]] = field(default_factory=dict)
+    counters: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def coverage(self) -> float:
@@ -52,7 +56,9 @@ class ObserverReport:
         for second, gates in _per_second(self.gate_timeline):
             lines.append(f'  {second:6.0f}  ' + '  '.join(f'{g:6.2f}' for g in gates))
         for name, (level, message) in sorted(self.diagnostics.items()):
-            lines.append(f'diagnostics {name}: {level} {message}')
+            counts = ', '.join(f'{k} {v}' for k, v in self.counters.get(name, {}).items())
+            suffix = f' ({counts})' if counts else ''
+            lines.append(f'diagnostics {name}: {level} {message}{suffix}')
         return '\n'.join(lines)
 
 
@@ -148,8 +154,10 @@ class FusionObserver(Node):
         timeline = [((s - start) / 1e9, g) for s, g in sorted(self.gates, key=lambda x: x[0])]
         diagnostics = {name: (level, message) for name, (level, message, _)
                        in self.diagnostics.items() if name.startswith('fusion_nodes')}
+        counters = {name: {k: values[k] for k in _COUNTERS if k in values}
+                    for name, (_, _, values) in self.diagnostics.items()}
         return ObserverReport(self.camera_count, self.fused_count, self.fused_matched, rate,
-                              latency, timeline, diagnostics)
+                              latency, timeline, diagnostics, counters)
 
 
 def semantic_to_classes(rgb: np.ndarray) -> np.ndarray:

@@ -9,14 +9,11 @@ import argparse
 from dataclasses import dataclass
 import json
 from pathlib import Path
-import subprocess
 import sys
-import time
 
 import numpy as np
 
-from fusion_nodes.tools import dds_env
-from fusion_nodes.tools.demo import bag_camera_transport, find_demo_bag, ROOT
+from fusion_nodes.tools.live_run import find_demo_bag, LiveRunConfig, ROOT, run_live
 
 
 @dataclass(frozen=True)
@@ -38,60 +35,41 @@ def soak(duration_s: float, warmup_s: float = 20.0, bag: Path | None = None,
          backend: str = 'onnxruntime', log_dir: Path | None = None) -> SoakResult:
     """Run the stack for warmup_s + duration_s with the bag looping; returns the figures."""
     import psutil
-    import rclpy
-    from fusion_nodes.tools.bringup import start_stack
-    from fusion_nodes.tools.node_set import StackOptions
-    from fusion_nodes.tools.observer import FusionObserver
 
-    dds_env.apply_to_current_process()
     bag = bag or find_demo_bag()
-    transport = bag_camera_transport(bag)
-    stack = start_stack(StackOptions(backend=backend, camera_transport=transport,
-                                     enable_overlay=False), log_dir=log_dir)
-    rclpy.init()
-    observer = FusionObserver(camera_transport=transport)
-    replay = None
-    try:
-        if not observer.wait_for_outputs(stack, timeout_s=60.0):
-            raise RuntimeError('the fusion stack did not come up')
-        replay = subprocess.Popen([sys.executable, '-m', 'fusion_nodes.tools.replay', str(bag),
-                                   '--loop'], env=dds_env.isolated_env())
-        processes = {n.spec.name: psutil.Process(n.process.pid) for n in stack.nodes}
-        rss: dict[str, list[tuple[float, float]]] = {name: [] for name in processes}
-        start = time.monotonic()
-        next_sample = start
-        while time.monotonic() - start < warmup_s + duration_s and stack.alive():
-            rclpy.spin_once(observer, timeout_sec=0.02)
-            now = time.monotonic()
-            if now >= next_sample:
-                for name, process in processes.items():
-                    rss[name].append((now - start, process.memory_info().rss / 2 ** 20))
-                next_sample += 1.0
-        alive = stack.alive()
-        growth = {}
-        for name, samples in rss.items():
-            after_warmup = [mb for t, mb in samples if t >= warmup_s]
-            growth[name] = (max(after_warmup[-5:]) - min(after_warmup[:5])
-                            if len(after_warmup) >= 10 else float('nan'))
-        report = observer.report()
-        latencies = [ms for _, ms in observer.latency_events]
-        fifth = max(len(latencies) // 5, 1)
-        skip = int(len(latencies) * warmup_s / (warmup_s + duration_s))
-        steady = latencies[skip:]
-        return SoakResult(
-            duration_s=duration_s, fused_frames=report.fused_frames,
-            camera_frames=report.camera_frames, rss_growth_mb=growth,
-            latency_p50_first_ms=float(np.median(steady[:fifth])) if steady else float('nan'),
-            latency_p50_last_ms=float(np.median(steady[-fifth:])) if steady else float('nan'),
-            latency_p99_ms=float(np.percentile(steady, 99)) if steady else float('nan'),
-            nodes_alive=alive)
-    finally:
-        if replay is not None and replay.poll() is None:
-            replay.terminate()
-            replay.wait(timeout=10)
-        observer.destroy_node()
-        rclpy.try_shutdown()
-        stack.stop()
+    rss: dict[str, list[tuple[float, float]]] = {}
+    processes: dict[str, psutil.Process] = {}
+    next_sample = [0.0]
+
+    def sample(observer, stack, elapsed: float) -> None:
+        if not processes:
+            processes.update({n.spec.name: psutil.Process(n.process.pid) for n in stack.nodes})
+            rss.update({name: [] for name in processes})
+        if elapsed >= next_sample[0]:
+            for name, process in processes.items():
+                rss[name].append((elapsed, process.memory_info().rss / 2 ** 20))
+            next_sample[0] += 1.0
+
+    run = run_live(LiveRunConfig(bag=bag, backend=backend, enable_overlay=False, loop=True,
+                                 duration_s=warmup_s + duration_s),
+                   log_dir=log_dir or ROOT / 'out' / 'soak', on_tick=sample)
+    growth = {}
+    for name, samples in rss.items():
+        after_warmup = [mb for t, mb in samples if t >= warmup_s]
+        growth[name] = (max(after_warmup[-5:]) - min(after_warmup[:5])
+                        if len(after_warmup) >= 10 else float('nan'))
+    report = run.observer.report()
+    latencies = [ms for _, ms in run.observer.latency_events]
+    skip = int(len(latencies) * warmup_s / (warmup_s + duration_s))
+    steady = latencies[skip:]
+    fifth = max(len(steady) // 5, 1)
+    return SoakResult(
+        duration_s=duration_s, fused_frames=report.fused_frames,
+        camera_frames=report.camera_frames, rss_growth_mb=growth,
+        latency_p50_first_ms=float(np.median(steady[:fifth])) if steady else float('nan'),
+        latency_p50_last_ms=float(np.median(steady[-fifth:])) if steady else float('nan'),
+        latency_p99_ms=float(np.percentile(steady, 99)) if steady else float('nan'),
+        nodes_alive=run.nodes_alive_at_end)
 
 
 def main(argv: list[str] | None = None) -> int:
