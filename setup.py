@@ -41,6 +41,7 @@ setup(
             'lidar_node = fusion_nodes.nodes.lidar_node:main',
             'gps_node = fusion_nodes.nodes.gps_node:main',
             'fusion_node = fusion_nodes.nodes.fusion_node:main',
+            'fusion_lifecycle_node = fusion_nodes.nodes.fusion_node:managed_main',
             'fusion-sim = fusion_nodes.sim.cli:main',
             'fusion-align-eval = fusion_nodes.tools.align_eval:main',
             'fusion-train = fusion_nodes.model.train:main',

@@ -14,6 +14,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Vector3Stamped
 from nav_msgs.msg import OccupancyGrid, Odometry
 import numpy as np
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
@@ -34,7 +35,7 @@ from fusion_nodes.inference.metadata import load_metadata
 from fusion_nodes.inference.registry import known_backends, make_backend
 from fusion_nodes.nodes.health_msg import parse_health_msg, vector
 from fusion_nodes.nodes.params import declare_all, FUSION_PARAMS
-from fusion_nodes.nodes.runner import run_node
+from fusion_nodes.nodes.runner import run_node, STARTUP_ERRORS
 from fusion_nodes.nodes.sensor_node import ERROR, OK, RELIABLE_OUTPUT, STALE, WARN
 
 MODEL_FILE = 'gated_fusion.json'
@@ -81,12 +82,17 @@ class SensorTrack:
         self.missing = 0
 
 
-class FusionNode(Node):
-    """Publishes fusion/{bev,semantic,objects,ego,gates,overlay} and /diagnostics."""
+class FusionBehaviour:
+    """The fusion node's work, shared by FusionNode and the managed ManagedFusionNode.
 
-    def __init__(self, **kwargs) -> None:
-        super().__init__('fusion_node', **kwargs)
-        p = self.params = declare_all(self, FUSION_PARAMS)
+    configure() loads and checks the model and builds the backend, aligner and publishers;
+    activate() starts the runtime and the subscriptions and timers; deactivate() and
+    cleanup() undo them in reverse. Mixed into an rclpy Node or LifecycleNode.
+    """
+
+    def configure(self) -> None:
+        """Validate params and the model, build everything; raises on a bad setup."""
+        p = self.params
         if p['reference_sensor'] != 'camera':
             raise ValueError('reference_sensor: only camera is supported (output at camera rate)')
         self.backend_name = str(p['backend'])
@@ -106,7 +112,7 @@ class FusionNode(Node):
         providers = [name for name in p['providers'] if name]
         options = {'providers': providers} if providers else {}
         self.backend = make_backend(self.backend_name, model_path, **options)
-        self.backend.activate()
+        self.model_path = model_path
         self.aligner = StreamAligner(AlignerConfig(
             reference='camera', streams=('lidar', 'gps'),
             max_wait_ns=int(float(p['max_wait_ms']) * 1e6)))
@@ -122,44 +128,76 @@ class FusionNode(Node):
         self._camera_period_ns = 33_333_333
         self._last_output_ns: int | None = None
         self._overlay_images: dict[int, np.ndarray] = {}
-
+        self._inputs: list = []
+        self._overlay_input_type()
         self._create_publishers()
+
+    def activate(self) -> None:
+        """Start the runtime, then take input: nothing is received before inference can run."""
+        self.backend.activate()
         self._create_subscriptions()
-        self.create_timer(float(p['poll_period_ms']) / 1e3, self._poll)
-        self.create_timer(float(p['diagnostics_period_s']), self._publish_diagnostics)
+        p = self.params
+        self._inputs.append(self.create_timer(float(p['poll_period_ms']) / 1e3, self._poll))
+        self._inputs.append(self.create_timer(float(p['diagnostics_period_s']),
+                                              self._publish_diagnostics))
         self.get_logger().info(
-            f'fusion_node ready: backend {self.backend_name}, model {self.metadata.name} '
-            f'{self.metadata.version} ({model_path})')
+            f'fusion_node active: backend {self.backend_name}, model {self.metadata.name} '
+            f'{self.metadata.version} ({self.model_path})')
+
+    def deactivate(self) -> None:
+        """Stop taking input and release the runtime (its GPU memory, for TensorRT)."""
+        for entity in self._inputs:
+            if hasattr(entity, 'cancel'):
+                entity.cancel()
+                self.destroy_timer(entity)
+            else:
+                self.destroy_subscription(entity)
+        self._inputs = []
+        if getattr(self, 'backend', None) is not None:
+            self.backend.deactivate()
+
+    def cleanup(self) -> None:
+        """Drop the publishers and the backend, back to unconfigured."""
+        for publisher in self._publishers_owned:
+            self.destroy_publisher(publisher)
+        self._publishers_owned = []
+        self.backend = None
 
     # ---- setup -------------------------------------------------------------------------
 
     def _create_publishers(self) -> None:
-        self.bev_pub = self.create_publisher(OccupancyGrid, 'fusion/bev', RELIABLE_OUTPUT)
-        self.semantic_pub = self.create_publisher(Image, 'fusion/semantic', RELIABLE_OUTPUT)
-        self.objects_pub = self.create_publisher(MarkerArray, 'fusion/objects', RELIABLE_OUTPUT)
-        self.ego_pub = self.create_publisher(Odometry, 'fusion/ego', RELIABLE_OUTPUT)
-        self.gates_pub = self.create_publisher(Vector3Stamped, 'fusion/gates', RELIABLE_OUTPUT)
-        self.overlay_pub = (self.create_publisher(Image, 'fusion/overlay', RELIABLE_OUTPUT)
+        def publisher(msg_type, topic: str, qos):
+            handle = self.create_publisher(msg_type, topic, qos)
+            self._publishers_owned.append(handle)
+            return handle
+        self._publishers_owned = []
+        self.bev_pub = publisher(OccupancyGrid, 'fusion/bev', RELIABLE_OUTPUT)
+        self.semantic_pub = publisher(Image, 'fusion/semantic', RELIABLE_OUTPUT)
+        self.objects_pub = publisher(MarkerArray, 'fusion/objects', RELIABLE_OUTPUT)
+        self.ego_pub = publisher(Odometry, 'fusion/ego', RELIABLE_OUTPUT)
+        self.gates_pub = publisher(Vector3Stamped, 'fusion/gates', RELIABLE_OUTPUT)
+        self.overlay_pub = (publisher(Image, 'fusion/overlay', RELIABLE_OUTPUT)
                             if self.params['enable_overlay'] else None)
-        self.diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.diagnostics_pub = publisher(DiagnosticArray, '/diagnostics', 10)
+
+    def _overlay_input_type(self):
+        transport = str(self.params['overlay_transport'])
+        msg_type = {'raw': Image, 'compressed': CompressedImage}.get(transport)
+        if msg_type is None:
+            raise ValueError(f'overlay_transport must be raw or compressed, got {transport!r}')
+        return msg_type
 
     def _create_subscriptions(self) -> None:
-        self.create_subscription(Image, 'camera/features',
-                                 lambda m: self._on_part('camera', 'features', m), 10)
-        self.create_subscription(DiagnosticArray, 'camera/health',
-                                 lambda m: self._on_part('camera', 'health', m), 10)
-        self.create_subscription(Image, 'lidar/bev',
-                                 lambda m: self._on_part('lidar', 'features', m), 10)
-        self.create_subscription(DiagnosticArray, 'lidar/health',
-                                 lambda m: self._on_part('lidar', 'health', m), 10)
-        self.create_subscription(DiagnosticArray, 'gps/health', self._on_gps_health, 10)
+        def subscribe(msg_type, topic: str, callback, qos=10) -> None:
+            self._inputs.append(self.create_subscription(msg_type, topic, callback, qos))
+        subscribe(Image, 'camera/features', lambda m: self._on_part('camera', 'features', m))
+        subscribe(DiagnosticArray, 'camera/health', lambda m: self._on_part('camera', 'health', m))
+        subscribe(Image, 'lidar/bev', lambda m: self._on_part('lidar', 'features', m))
+        subscribe(DiagnosticArray, 'lidar/health', lambda m: self._on_part('lidar', 'health', m))
+        subscribe(DiagnosticArray, 'gps/health', self._on_gps_health)
         if self.overlay_pub is not None:
-            transport = str(self.params['overlay_transport'])
-            msg_type = {'raw': Image, 'compressed': CompressedImage}.get(transport)
-            if msg_type is None:
-                raise ValueError(f'overlay_transport must be raw or compressed, got {transport!r}')
-            self.create_subscription(msg_type, str(self.params['overlay_input']),
-                                     self._on_overlay_image, qos_profile_sensor_data)
+            subscribe(self._overlay_input_type(), str(self.params['overlay_input']),
+                      self._on_overlay_image, qos_profile_sensor_data)
 
     # ---- inputs ------------------------------------------------------------------------
 
@@ -410,18 +448,78 @@ class FusionNode(Node):
         array.header.stamp = self.get_clock().now().to_msg()
         self.diagnostics_pub.publish(array)
 
+
+class FusionNode(FusionBehaviour, Node):
+    """Publishes fusion/{bev,semantic,objects,ego,gates,overlay} and /diagnostics."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__('fusion_node', **kwargs)
+        self.params = declare_all(self, FUSION_PARAMS)
+        self.configure()
+        self.activate()
+
     def destroy_node(self) -> None:
         """Release the inference backend explicitly, never in a finaliser."""
-        backend = getattr(self, 'backend', None)
-        if backend is not None:
-            backend.deactivate()
+        if getattr(self, 'backend', None) is not None:
+            self.deactivate()
             self.backend = None
         super().destroy_node()
+
+
+class ManagedFusionNode(FusionBehaviour, LifecycleNode):
+    """fusion_node as a managed (lifecycle) node, for onboard bringup by a lifecycle manager.
+
+    configure loads and checks the model (a bad one fails the transition, with the reason
+    logged, instead of killing the process); activate starts inference and input;
+    deactivate stops both and releases the runtime; cleanup returns to unconfigured.
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__('fusion_node', **kwargs)
+        self.params = declare_all(self, FUSION_PARAMS)
+        self.backend = None
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self.configure()
+        except STARTUP_ERRORS as error:
+            self.get_logger().error(f'configure failed: {type(error).__name__}: {error}')
+            self.backend = None
+            return TransitionCallbackReturn.FAILURE
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self.activate()
+        except STARTUP_ERRORS as error:
+            self.get_logger().error(f'activate failed: {type(error).__name__}: {error}')
+            self.deactivate()
+            return TransitionCallbackReturn.FAILURE
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.deactivate()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.cleanup()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self.backend is not None:
+            self.deactivate()
+            self.cleanup()
+        return TransitionCallbackReturn.SUCCESS
 
 
 def main(args: list[str] | None = None) -> None:
     """Entry point: ros2 run fusion_nodes fusion_node."""
     sys.exit(run_node(FusionNode, args))
+
+
+def managed_main(args: list[str] | None = None) -> None:
+    """Entry point: ros2 run fusion_nodes fusion_lifecycle_node (starts unconfigured)."""
+    sys.exit(run_node(ManagedFusionNode, args))
 
 
 if __name__ == '__main__':
