@@ -1,5 +1,6 @@
 """DTW kernels, signatures and the offset estimator on synthetic signals."""
 
+import cv2
 import numpy as np
 import pytest
 
@@ -7,7 +8,10 @@ from fusion_nodes.core.align.dtw import banded_dtw_path, match_last
 from fusion_nodes.core.align.offset import dtw_offset, OffsetTracker, WindowEstimate
 from fusion_nodes.core.align.period import PeriodFit
 from fusion_nodes.core.align.signatures import (
-    frame_difference_energy, gps_speed, scan_change_energy)
+    frame_difference_energy, GPS_SPAN_NS, gps_speed, gps_track_speed, GpsSpeedTrack,
+    scan_change_energy)
+
+MS = 1_000_000
 
 
 def _smooth_noise(n: int, width: int, seed: int) -> np.ndarray:
@@ -61,7 +65,7 @@ def test_known_offset_recovered_to_a_millisecond(lag_ms):
 
 
 def test_tracker_holds_on_flat_and_low_correlation():
-    tracker = OffsetTracker(history=5, min_correlation=0.5, hold_decay=0.9)
+    tracker = OffsetTracker(history=5, min_correlation=0.5, hold_decay=0.9, lock_windows=1)
     tracker.update(WindowEstimate(80e6, 0.95, True))
     before = tracker.estimate
     assert before.valid and before.offset_ns == 80_000_000
@@ -88,24 +92,92 @@ def test_period_fit_removes_jitter_and_counts_drops():
         np.mean(raw_err.astype(float) ** 2))
 
 
-def test_signatures_robust_and_measure_change():
-    a = np.zeros((96, 128), np.float32)
-    b = a.copy()
-    b[:, :64] = 1.0
+def _texture(seed: int = 0) -> np.ndarray:
+    img = cv2.GaussianBlur(np.random.default_rng(seed).random((96, 128)).astype(np.float32),
+                           (0, 0), 2.0)
+    return (img - img.min()) / (img.max() - img.min())
+
+
+def test_camera_signature_follows_motion_not_texture():
+    a = _texture()
     assert frame_difference_energy(None, a) == 0.0
     assert frame_difference_energy(a, np.zeros((10, 10))) == 0.0
-    assert frame_difference_energy(a, b) == pytest.approx(0.5)
+    still = frame_difference_energy(a, a)
+    slow = frame_difference_energy(a, np.roll(a, 2, axis=1))
+    fast = frame_difference_energy(a, np.roll(a, 4, axis=1))
+    # Flow is measured on a 64-wide image: 2 and 4 px shifts of the 128-wide frame.
+    assert still < 0.05 and slow == pytest.approx(1.0, abs=0.2)
+    assert fast == pytest.approx(2.0, abs=0.3)
+    # Four times the contrast (more texture energy), same motion: about the same value.
+    flat = 0.4 + 0.2 * a
+    assert frame_difference_energy(flat, np.roll(flat, 2, axis=1)) == pytest.approx(
+        slow, rel=0.25)
+    b = np.roll(a, 2, axis=1)
     b[0, 0] = np.nan
     assert np.isfinite(frame_difference_energy(a, b))
+
+
+def test_scan_and_gps_signatures():
     occ_a = np.zeros((64, 64))
-    occ_b = occ_a.copy()
-    occ_a[:10] = 1
-    occ_b[5:15] = 1
-    # 15 rows in the union, 10 changed.
-    assert scan_change_energy(occ_a, occ_b) == pytest.approx(10 / 15)
-    assert scan_change_energy(None, occ_b) == 0.0
-    assert scan_change_energy(occ_a * 0, occ_b * 0) == 0.0
+    occ_a[20:30, 20:30] = 1
+    one = scan_change_energy(occ_a, np.roll(occ_a, 1, axis=0))
+    two = scan_change_energy(occ_a, np.roll(occ_a, 2, axis=0))
+    assert 0.0 < one < two
+    assert scan_change_energy(occ_a, occ_a) == 0.0
+    assert scan_change_energy(None, occ_a) == 0.0
+    nan_b = np.roll(occ_a, 1, axis=0)
+    nan_b[0, 0] = np.nan
+    assert scan_change_energy(occ_a, nan_b) == pytest.approx(one)
     assert gps_speed(np.array([0.0, 0.0]), 0, np.array([3.0, 4.0]), 500_000_000) == 10.0
     assert gps_speed(None, None, np.array([1.0, 1.0]), 1) == 0.0
     assert gps_speed(np.array([0.0, np.nan]), 0, np.array([1.0, 1.0]), 10) == 0.0
     assert gps_speed(np.array([0.0, 0.0]), 5, np.array([1.0, 1.0]), 5) == 0.0
+
+
+def test_gps_track_speed_is_the_speed_at_the_span_middle():
+    # Accelerating at 2 m/s^2 along east: the speed half a span before the newest fix.
+    rng = np.random.default_rng(0)
+    track = GpsSpeedTrack()
+    value = 0.0
+    for k in range(40):
+        t = k * 100 * MS
+        if k == 25:
+            value = track.update(t, None)  # no fix: skipped, the track goes on
+            continue
+        s = t / 1e9
+        value = track.update(t, np.array([s * s, 0.0]) + rng.normal(0.0, 0.02, 2))
+    middle = (39 * 100 * MS - GPS_SPAN_NS // 2) / 1e9
+    assert value == pytest.approx(2.0 * middle, abs=0.3)
+    assert gps_track_speed(np.array([0]), np.zeros((1, 2)), 0) == 0.0
+    # A stamp going back starts the track over.
+    assert track.update(0, np.array([0.0, 0.0])) == 0.0
+
+
+def test_tracker_locks_only_on_agreement_and_falls_back_to_raw_stamps():
+    tracker = OffsetTracker(5, 0.6, 0.9, lock_windows=4, lock_spread_ns=10 * MS,
+                            min_sharpness=2.5e-4)
+
+    def window(off_ms: float, corr: float = 0.9, sharp: float = 1e-3) -> WindowEstimate:
+        return WindowEstimate(off_ms * MS, corr, True, '', sharp)
+
+    for off in (120.0, -80.0, 40.0, 200.0, -150.0):
+        tracker.update(window(off))
+    assert not tracker.estimate.valid and tracker.estimate.offset_ns == 0
+    # Agreeing but blunt (the generator's smooth speed profiles) or weakly correlated: no lock.
+    for _ in range(6):
+        tracker.update(window(50.0, sharp=1e-4))
+        tracker.update(window(50.0, corr=0.3))
+    assert not tracker.estimate.valid
+    for off in (51.0, 49.0, 55.0, 50.0):
+        tracker.update(window(off))
+    assert tracker.estimate.valid and abs(tracker.estimate.offset_ns / MS - 50.5) < 1.0
+    # Flat windows hold the lock with decaying confidence.
+    before = tracker.estimate
+    tracker.update(WindowEstimate(0.0, 0.0, False, 'flat signal'))
+    assert tracker.estimate.offset_ns == before.offset_ns
+    assert tracker.estimate.confidence < before.confidence
+    # Windows that keep contradicting the lock, and not each other: back to raw stamps.
+    for off in (150.0, -100.0, 250.0, -20.0):
+        tracker.update(window(off))
+    assert not tracker.estimate.valid and tracker.estimate.offset_ns == 0
+    assert tracker.unlocks == 1

@@ -3,19 +3,21 @@
 Streams come from the scenario generator (fusion_nodes.sim.world.World). Each seed's sensor
 data is a function of true capture time alone, so its per-capture signature inputs are computed
 once, exactly as the nodes compute them (camera: 128x96 network input back in grey, then
-frame_difference_energy; lidar: BEV obstacle occupancy from pillarize, then scan_change_energy;
-GPS: speed between successive fixes in ENU), and every grid cell only re-times them with
-apply_timing (stamps, arrivals, drops; difference signatures are taken against the previous
-delivered message, as a node would).
+frame_difference_energy; lidar: the BEV's first channel from pillarize, then scan_change_energy;
+GPS: GpsSpeedTrack over the delivered fixes' ENU positions and stamps), and every grid cell only
+re-times them with apply_timing (stamps, arrivals, drops; difference signatures are taken
+against the previous delivered message, as a node would).
 
 Definitions (see core/align/README.md):
 - pairing accuracy: share of (reference frame, stream) pairs where the method returned the
   delivered sample whose true capture is nearest the frame's, among samples that arrived within
   the method's wait budget (max_wait for bounded-wait methods, unbounded for ApproximateTime),
   or returned None when that nearest sample is more than max_residual away (correctly missing).
-- offset error: estimate minus the true offset at the frame's capture time, sampled at every
-  emitted reference frame. Convergence time: the first time after which the error stays within
-  CONVERGED_MS for CONVERGED_HOLD_S; offset RMSE and max are over the samples after it.
+- offset error: the offset the matcher applied to the frame (aligner.offsets() as the frame is
+  emitted; 0 for stamp-trusting methods) minus the true offset at the frame's capture time,
+  sampled at every emitted reference frame. Convergence time: the first time after which the
+  error stays within CONVERGED_MS for CONVERGED_HOLD_S; offset RMSE and max are over the
+  samples after it.
 """
 
 import argparse
@@ -32,7 +34,7 @@ from fusion_nodes.core.align.aligner import AlignerConfig, StreamAligner
 from fusion_nodes.core.align.baselines import (
     ApproximateTimeSync, NearestStampMatcher, xcorr_offset)
 from fusion_nodes.core.align.signatures import (
-    frame_difference_energy, gps_speed, scan_change_energy)
+    frame_difference_energy, GpsSpeedTrack, scan_change_energy)
 from fusion_nodes.core.camera import grey_from_network_input, preprocess_camera
 from fusion_nodes.core.config import CameraPreprocessConfig, NS_PER_S, PillarConfig
 from fusion_nodes.core.geodesy import EnuFrame
@@ -57,7 +59,7 @@ class SeedData:
     start_ns: int
     capture: dict[str, np.ndarray]
     camera_energy: np.ndarray      # frame-difference energy against the previous capture
-    occupancy: np.ndarray          # (n, 64, 64) bool lidar obstacle occupancy per sweep
+    occupancy: np.ndarray          # (n, 64, 64) float32 BEV channel 0 per sweep, as the node
     enu: np.ndarray                # (n, 2) GPS east/north per fix (NaN without a fix)
 
 
@@ -82,7 +84,7 @@ def extract_seed(scenario_name: str, seed: int, duration_s: float) -> SeedData:
         scan = world.lidar_scan(int(t))
         xyzi = np.stack([scan['x'], scan['y'], scan['z'], scan['intensity']], axis=1)
         base = lidar_points_to_base(xyzi, scenario.lidar.translation)
-        occupancy.append(pillarize(base, pillars)[0] > 0.5)
+        occupancy.append(np.asarray(pillarize(base, pillars)[0], np.float32))
     frame = EnuFrame(*scenario.origin)
     enu = np.full((capture['gps'].size, 2), np.nan)
     for k, t in enumerate(capture['gps']):
@@ -120,9 +122,9 @@ def deliver(data: SeedData, offsets_ms: tuple[float, float], jitter_ms: float,
                             if i else 0.0 for i, (a, b) in enumerate(zip(np.r_[idx[:1], idx[:-1]],
                                                                          idx))])
         else:
-            sig = np.array([gps_speed(data.enu[a] if i else None, int(times.stamp_ns[i - 1])
-                                      if i else None, data.enu[b], int(times.stamp_ns[i]))
-                            for i, (a, b) in enumerate(zip(np.r_[idx[:1], idx[:-1]], idx))])
+            track = GpsSpeedTrack()
+            sig = np.array([track.update(int(times.stamp_ns[i]), data.enu[b])
+                            for i, b in enumerate(idx)])
         out[name] = Delivered(times.capture_ns, times.stamp_ns, times.arrival_ns, sig)
     return out
 
@@ -155,12 +157,27 @@ def _true_offset_ns(streams: dict[str, Delivered], stream: str, timing: SensorTi
 
 
 def _run_online(aligner, streams, events, timed: bool, signatures: bool):
-    """Drive an online aligner through the merged events, polling at arrivals and deadlines."""
-    frames, update_us = [], []
+    """Drive an online aligner through the merged events, polling at arrivals and deadlines.
+
+    Returns the frames, the offsets (ns per stream) the matcher applied to each frame (None for
+    a matcher without offsets), and the per-message update times.
+    """
+    frames, offsets, update_us = [], [], []
+    has_offsets = getattr(aligner, 'offsets', None) is not None
+
+    def take(polled) -> None:
+        frames.extend(polled)
+        if polled:
+            # poll() folds the window estimate in before it emits, so these are the offsets
+            # the matcher just used.
+            now = {s: o.offset_ns for s, o in aligner.offsets().items()} if has_offsets \
+                else None
+            offsets.extend([now] * len(polled))
+
     for arrival, _, name, i in events:
         deadline = aligner.next_deadline_ns()
         while deadline is not None and deadline <= arrival:
-            frames.extend(aligner.poll(deadline))
+            take(aligner.poll(deadline))
             deadline = aligner.next_deadline_ns()
         d = streams[name]
         start = time.perf_counter()
@@ -169,16 +186,17 @@ def _run_online(aligner, streams, events, timed: bool, signatures: bool):
             aligner.push(name, int(d.stamp[i]), arrival, float(d.signature[i]), i)
         else:
             aligner.push(name, int(d.stamp[i]), arrival, i)
-        frames.extend(aligner.poll(arrival))
+        polled = aligner.poll(arrival)
         elapsed = (time.perf_counter() - start) * 1e6
+        take(polled)
         if timed:
             # The periodic window estimate is reported on its own (estimate_us).
             est = getattr(aligner, 'estimate_us', ())
             if len(est) > est_before:
                 elapsed -= est[-1]
             update_us.append(elapsed)
-    frames.extend(aligner.poll(events[-1][0] + 10 * NS_PER_S))
-    return frames, update_us
+    take(aligner.poll(events[-1][0] + 10 * NS_PER_S))
+    return frames, offsets, update_us
 
 
 def evaluate_cell(data: SeedData, offsets_ms, jitter_ms, drop, drift_ppm, seed,
@@ -200,10 +218,9 @@ def evaluate_cell(data: SeedData, offsets_ms, jitter_ms, drop, drift_ppm, seed,
                                               config.max_residual_ns), False),
     }
     for method, (aligner, with_sig) in runs.items():
-        frames, update_us = _run_online(aligner, streams, events, True, with_sig)
-        results[method] = _score(frames, streams, timings, data.start_ns, config,
-                                 config.max_wait_ns, update_us,
-                                 getattr(aligner, 'offsets', None) is not None, method)
+        frames, offsets, update_us = _run_online(aligner, streams, events, True, with_sig)
+        results[method] = _score(frames, offsets, streams, timings, data.start_ns, config,
+                                 config.max_wait_ns, update_us)
         if method == 'dtw':
             results[method]['estimate_us'] = list(aligner.estimate_us)
             results[method]['stats'] = aligner.stats()
@@ -211,13 +228,12 @@ def evaluate_cell(data: SeedData, offsets_ms, jitter_ms, drop, drift_ppm, seed,
     return results
 
 
-def _score(frames, streams, timings, start_ns, config, budget_ns, update_us, has_offsets,
-           method) -> dict:
+def _score(frames, offsets, streams, timings, start_ns, config, budget_ns, update_us) -> dict:
     cam = streams['camera']
     correct = total = 0
     errors = {s: [] for s in STREAMS}
     times = []
-    for f in frames:
+    for f, applied in zip(frames, offsets):
         i = f.payload
         for s in STREAMS:
             truth = _truth(streams, i, s, budget_ns, config.max_residual_ns)
@@ -226,11 +242,9 @@ def _score(frames, streams, timings, start_ns, config, budget_ns, update_us, has
             correct += int(got == truth)
             total += 1
             true_off = _true_offset_ns(streams, s, timings[s], start_ns, int(cam.capture[i]))
-            if has_offsets:
-                est = (m.stamp_ns - m.corrected_ns) if m is not None else None
-                errors[s].append(math.nan if est is None else (est - true_off) / 1e6)
-            else:
-                errors[s].append(-true_off / 1e6)
+            # A stamp-trusting matcher applies offset 0.
+            est = 0 if applied is None else applied[s]
+            errors[s].append((est - true_off) / 1e6)
         times.append((int(cam.capture[i]) - start_ns) / NS_PER_S)
     waits = [f.added_wait_ns / 1e6 for f in frames]
     return {'pairing_correct': correct, 'pairing_total': total, 'errors': errors,

@@ -25,6 +25,7 @@ from fusion_nodes.core.align.offset import (
     dtw_offset, OffsetEstimate, OffsetTracker, prepare_pair, WindowEstimate)
 from fusion_nodes.core.align.period import PeriodFit
 from fusion_nodes.core.align.series import SignatureSeries
+from fusion_nodes.core.align.signatures import GPS_SPAN_NS
 
 RESET_CAUSES = ('time_jump', 'out_of_order')
 
@@ -36,7 +37,8 @@ class AlignerConfig:
     difference_signatures: streams whose signature compares a message with the previous one
     (it is placed midway between the two stamps and scaled to one period).
     signature_delay_ns: per stream, how far the signature's effective time lies after the
-    stamp's capture instant (a spinning lidar's sweep centre is half a period after its start).
+    stamp's capture instant (a spinning lidar's sweep centre is half a period after its start;
+    the GPS track speed belongs to the middle of its span, half a span before the stamp).
     """
 
     reference: str = 'camera'
@@ -56,10 +58,19 @@ class AlignerConfig:
     flat_rel_std: float = 1e-3
     estimate_history: int = 5
     hold_decay: float = 0.9
+    lock_windows: int = 4
+    lock_spread_ns: int = 10_000_000
+    # Least rise of the normalised shifted MSE 10 ms either side of a window's minimum (see
+    # offset.lag_sharpness): ~0.0005-0.002 where the signatures pin the lag, ~0.0001 on the
+    # generator's smooth speed profiles, where 15 s windows land 100-300 ms off.
+    min_sharpness: float = 2.5e-4
+    min_window_fill: float = 0.5
+    unlocked_raw_stamps: bool = True
     jump_threshold_ns: int = 1_000_000_000
     out_of_order_reset: int = 3
     difference_signatures: tuple[str, ...] = ('camera', 'lidar')
-    signature_delay_ns: tuple[tuple[str, int], ...] = (('lidar', 50_000_000),)
+    signature_delay_ns: tuple[tuple[str, int], ...] = (('lidar', 50_000_000),
+                                                       ('gps', -GPS_SPAN_NS // 2))
     dejitter: bool = True
     latency_margin_ns: int = 2_000_000
     signature_capacity: int = 1024
@@ -72,7 +83,8 @@ class AlignerConfig:
                              f'reference {self.reference!r}')
         positive = ('buffer_len', 'max_residual_ns', 'match_window', 'match_band_ns',
                     'offset_window_ns', 'offset_grid_ns', 'reestimate_period_ns',
-                    'estimate_history', 'jump_threshold_ns', 'out_of_order_reset',
+                    'estimate_history', 'lock_windows', 'lock_spread_ns',
+                    'jump_threshold_ns', 'out_of_order_reset',
                     'signature_capacity')
         for name in positive:
             if int(getattr(self, name)) <= 0:
@@ -84,10 +96,11 @@ class AlignerConfig:
             raise ValueError('offset_window_ns must hold at least 16 grid steps')
         if self.max_offset_ns >= self.offset_window_ns // 2:
             raise ValueError('max_offset_ns must be under half of offset_window_ns')
-        if not 0.0 <= self.min_correlation <= 1.0 or not 0.0 <= self.hold_decay <= 1.0:
-            raise ValueError('min_correlation and hold_decay must be in [0, 1]')
-        if self.flat_rel_std < 0.0:
-            raise ValueError('flat_rel_std must be non-negative')
+        for name in ('min_correlation', 'hold_decay', 'min_window_fill'):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f'{name} must be in [0, 1], got {getattr(self, name)}')
+        if self.flat_rel_std < 0.0 or math.isnan(self.min_sharpness):
+            raise ValueError('flat_rel_std must be non-negative and min_sharpness a number')
         known = set(self.streams) | {self.reference}
         for name, _ in self.smoothing_ns + self.signature_delay_ns:
             if name not in known:
@@ -171,7 +184,9 @@ class StreamAligner:
         names = (config.reference,) + tuple(config.streams)
         self._streams = {name: _Stream(name, config) for name in names}
         self._trackers = {name: OffsetTracker(config.estimate_history, config.min_correlation,
-                                              config.hold_decay) for name in config.streams}
+                                              config.hold_decay, config.lock_windows,
+                                              config.lock_spread_ns, config.min_sharpness)
+                          for name in config.streams}
         self._pending: deque[_Sample] = deque()
         self._emitted_refs: deque[int] = deque(maxlen=max(1, config.match_window - 1))
         self._ready: list[AlignedFrame] = []
@@ -295,9 +310,13 @@ class StreamAligner:
 
     def stats(self) -> dict[str, int]:
         """Counters since construction: resets by cause, order faults, late, missing, etc."""
-        return dict(self._counters)
+        out = dict(self._counters)
+        out['offset_locks'] = sum(t.locks for t in self._trackers.values())
+        out['offset_unlocks'] = sum(t.unlocks for t in self._trackers.values())
+        return out
 
     def _offset(self, stream: str) -> int:
+        # The tracker reports 0 until its gate locks: unconfirmed offsets never reach the matcher.
         tracker = self._trackers.get(stream)
         return 0 if tracker is None else tracker.estimate.offset_ns
 
@@ -330,12 +349,22 @@ class StreamAligner:
             match = None
             if state.samples:
                 offset = self._offset(name)
-                corrected = np.fromiter((s.dejittered for s in state.samples), np.int64,
-                                        len(state.samples)) - offset
-                # Relative times keep float64 exact at nanosecond resolution.
-                base = frame.dejittered
-                j = match_last(refs - base, (corrected - base).astype(np.float64),
-                               float(cfg.match_band_ns))
+                dejittered = np.fromiter((s.dejittered for s in state.samples), np.int64,
+                                         len(state.samples))
+                corrected = dejittered - offset
+                if self._trackers[name].locked:
+                    # Relative times keep float64 exact at nanosecond resolution.
+                    base = frame.dejittered
+                    j = match_last(refs - base, (corrected - base).astype(np.float64),
+                                   float(cfg.match_band_ns))
+                else:
+                    # No confirmed offset: the nearest stamp, as a stamp-trusting matcher would.
+                    if cfg.unlocked_raw_stamps:
+                        stamps = np.fromiter((s.stamp for s in state.samples), np.int64,
+                                             len(state.samples))
+                        j = int(np.argmin(np.abs(stamps - frame.stamp)))
+                    else:
+                        j = int(np.argmin(np.abs(corrected - frame.dejittered)))
                 if j >= 0:
                     residual = int(corrected[j]) - frame.dejittered
                     if abs(residual) <= cfg.max_residual_ns:
@@ -384,6 +413,9 @@ class StreamAligner:
             window = WindowEstimate(0.0, 0.0, False, pair)
             if pair == 'flat signal':
                 self._counters['estimates_flat'] += 1
+        elif pair[0].size * cfg.offset_grid_ns < cfg.min_window_fill * cfg.offset_window_ns:
+            # Short windows just after a start or reset look sharp and are often wrong.
+            window = WindowEstimate(0.0, 0.0, False, 'window not full')
         else:
             window = self._window_estimator(pair[0], pair[1], cfg.offset_grid_ns,
                                             cfg.max_offset_ns // cfg.offset_grid_ns)

@@ -5,8 +5,12 @@ signature series are resampled on one grid in their own stamp clocks, smoothed w
 zero-phase Gaussian (no lag is added), z-normalised and warped with a banded DTW. The median
 lag along the interior of the warping path seeds a local search: the mean squared difference at
 the integer lags around it, and a parabola through the best three, gives the sub-sample lag.
-OffsetTracker then keeps the median of the last few accepted window estimates and holds it,
-with decaying confidence, while the signals are flat or do not correlate.
+OffsetTracker gates what the matcher uses: a window counts only when it correlates, is not at
+the band edge and has a sharp minimum; the offset is locked only when several consecutive
+counted windows agree, then follows the median of the windows that agree with it, holds (with
+decaying confidence) while the signals are flat, and falls back to no correction (0, raw stamps)
+when the windows keep contradicting it. A wrong offset pairs worse than none, so the gate errs
+towards raw stamps.
 """
 
 from collections import deque
@@ -40,6 +44,12 @@ class WindowEstimate:
     correlation: float
     ok: bool
     reason: str = ''
+    # Mean rise of the z-normalised shifted MSE SHARP_STEPS grid steps either side of the
+    # minimum: near 0 when the signatures are too smooth to pin the lag (NaN = not measured).
+    sharpness: float = math.nan
+
+
+SHARP_STEPS = 2
 
 
 def resample(times_ns: np.ndarray, values: np.ndarray, t0_ns: int, step_ns: int,
@@ -176,52 +186,129 @@ def dtw_offset(x: np.ndarray, y: np.ndarray, step_ns: int, max_lag: int,
         alt_lag, alt_corr = refine_lag(x, y, global_seed, band)
         if alt_corr > corr:
             lag, corr = alt_lag, alt_corr
-    return WindowEstimate(lag * step_ns, corr, True)
+    return WindowEstimate(lag * step_ns, corr, True, '', lag_sharpness(x, y, lag, band))
+
+
+def lag_sharpness(x: np.ndarray, y: np.ndarray, lag: float, band: int) -> float:
+    """Mean rise of the shifted MSE SHARP_STEPS steps either side of lag; -inf at the band edge.
+
+    A minimum on the band edge is the search running out of room, not a found lag.
+    """
+    centre = int(round(lag))
+    if abs(centre) + SHARP_STEPS > band:
+        return -math.inf
+    lo, hi = (band, x.size - band) if x.size - 2 * band >= 8 else (0, x.size)
+    mid = shifted_mse(x, y, centre, lo, hi)
+    side = 0.5 * (shifted_mse(x, y, centre - SHARP_STEPS, lo, hi)
+                  + shifted_mse(x, y, centre + SHARP_STEPS, lo, hi))
+    rise = side - mid
+    return rise if math.isfinite(rise) else -math.inf
 
 
 class OffsetTracker:
-    """Robust running offset from window estimates: a median of the last few, held when flat."""
+    """Gated running offset from window estimates (see the module docstring).
 
-    def __init__(self, history: int, min_correlation: float, hold_decay: float) -> None:
+    history: windows in the median while locked; lock_windows: consecutive agreeing windows
+    needed to lock (and contradicting ones to unlock); lock_spread_ns: how far they may lie
+    apart, and how far a window may lie from the lock to count as agreeing; min_sharpness:
+    least WindowEstimate.sharpness for a window to count (NaN sharpness always counts).
+    """
+
+    def __init__(self, history: int, min_correlation: float, hold_decay: float,
+                 lock_windows: int = 4, lock_spread_ns: float = 10_000_000.0,
+                 min_sharpness: float = 0.0) -> None:
+        if lock_windows < 1 or history < 1:
+            raise ValueError('history and lock_windows must be at least 1')
         self._history: deque[float] = deque(maxlen=history)
         self._correlations: deque[float] = deque(maxlen=history)
+        self._recent: deque[float] = deque(maxlen=lock_windows)
         self._min_correlation = min_correlation
         self._hold_decay = hold_decay
+        self._lock_windows = lock_windows
+        self._spread = float(lock_spread_ns)
+        self._min_sharpness = min_sharpness
         self._estimate = OffsetEstimate()
+        self._locked: float | None = None
+        self._contradictions = 0
         self.held = 0
+        self.locks = 0
+        self.unlocks = 0
 
     @property
     def estimate(self) -> OffsetEstimate:
         return self._estimate
 
+    @property
+    def locked(self) -> bool:
+        return self._locked is not None
+
+    def counts(self, window: WindowEstimate) -> bool:
+        """Whether a window is good enough to count towards the lock."""
+        return (window.ok and window.correlation >= self._min_correlation
+                and not window.sharpness < self._min_sharpness)
+
     def update(self, window: WindowEstimate) -> bool:
-        """Fold one window estimate in; returns whether it was accepted."""
+        """Fold one window estimate in; returns whether it was counted."""
         est = self._estimate
-        if not window.ok or window.correlation < self._min_correlation:
+        if not self.counts(window):
             self.held += 1
+            if window.ok:
+                # A real but unconvincing window breaks a run of agreeing ones.
+                self._recent.clear()
             self._estimate = OffsetEstimate(est.offset_ns, est.confidence * self._hold_decay,
                                             est.resets, est.updates, est.valid)
             return False
-        self._history.append(window.offset_ns)
-        self._correlations.append(window.correlation)
+        offset = float(window.offset_ns)
+        self._recent.append(offset)
+        if self._locked is not None and abs(offset - self._locked) <= self._spread:
+            self._history.append(offset)
+            self._correlations.append(window.correlation)
+            self._locked = float(np.median(np.fromiter(self._history, float)))
+            self._contradictions = 0
+        elif self._locked is not None:
+            self._contradictions += 1
+        run = np.fromiter(self._recent, float)
+        consensus = (run.size == self._lock_windows
+                     and float(run.max() - run.min()) <= self._spread)
+        if consensus and (self._locked is None
+                          or abs(float(np.median(run)) - self._locked) > self._spread):
+            self._history.clear()
+            self._correlations.clear()
+            self._history.extend(run)
+            self._correlations.append(window.correlation)
+            self._locked = float(np.median(run))
+            self._contradictions = 0
+            self.locks += 1
+        elif self._locked is not None and self._contradictions >= self._lock_windows:
+            # The windows keep disagreeing with the lock: raw stamps until they agree again.
+            self._locked = None
+            self._history.clear()
+            self._correlations.clear()
+            self.unlocks += 1
+        self._estimate = self._current(est)
+        return True
+
+    def _current(self, est: OffsetEstimate) -> OffsetEstimate:
+        if self._locked is None:
+            return OffsetEstimate(0, 0.0, est.resets, est.updates + 1, False)
         values = np.fromiter(self._history, float)
-        offset = float(np.median(values))
-        # Confidence: agreement of the recent windows, their correlation, and how many there are.
-        spread_ms = float(np.median(np.abs(values - offset))) / 1e6
+        spread_ms = float(np.median(np.abs(values - self._locked))) / 1e6
         fill = len(self._history) / self._history.maxlen
         corr = float(np.median(np.fromiter(self._correlations, float)))
         confidence = float(np.clip(corr, 0.0, 1.0) * fill / (1.0 + spread_ms))
-        self._estimate = OffsetEstimate(int(round(offset)), confidence, est.resets,
-                                        est.updates + 1, True)
-        return True
+        return OffsetEstimate(int(round(self._locked)), confidence, est.resets,
+                              est.updates + 1, True)
 
     def reset(self) -> None:
         """Forget every window estimate (after a time jump); the reset is counted.
 
-        The last offset stays as the matcher's prior (a bag loop keeps the clocks' offsets),
-        but it is marked invalid with zero confidence until new windows confirm it.
+        The matcher falls back to raw stamps (offset 0, invalid) until new windows agree:
+        after a jump nothing says the old offset still holds.
         """
         self._history.clear()
         self._correlations.clear()
+        self._recent.clear()
+        self._locked = None
+        self._contradictions = 0
         est = self._estimate
-        self._estimate = OffsetEstimate(est.offset_ns, 0.0, est.resets + 1, est.updates, False)
+        self._estimate = OffsetEstimate(0, 0.0, est.resets + 1, est.updates, False)

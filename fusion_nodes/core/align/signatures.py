@@ -1,17 +1,30 @@
 """Motion signatures: one scalar per message that rises and falls with the ego motion.
 
 Each sensor node calls one of these on its own data, and the aligner's offset estimator
-cross-matches the three series in time. They are cheap (a few microseconds on the small
-preprocessed inputs), never raise on the first frame, a shape change or NaN data, and return
-0.0 when there is nothing to compare, so a signature never stops a message.
+cross-matches the three series in time. They are cheap (about a millisecond at most on the
+small preprocessed inputs), never raise on the first frame, a shape change or NaN data, and
+return 0.0 when there is nothing to compare, so a signature never stops a message.
 
-The camera and lidar values are differences between consecutive messages; the aligner places
-them midway between the two stamps (see AlignerConfig.difference_signatures).
+The camera and lidar values are changes between consecutive messages; the aligner places them
+midway between the two stamps (see AlignerConfig.difference_signatures). The GPS value is the
+speed of a short track of fixes at the track's middle, half a span before the newest stamp
+(AlignerConfig.signature_delay_ns carries that -GPS_SPAN_NS / 2).
+
+Why these and not plain differences: on textured scenes the grey-level frame difference is
+dominated by texture and barely follows speed (r ~ 0.8 with the generator's ego speed), and
+the speed between two successive fixes carries ~6 m/s of noise at 10 Hz (r ~ 0.3). Dense
+optical flow on a 64x48 image (r ~ 0.92), the blurred occupancy change (r ~ 0.94) and a
+quadratic fit over a 1 s track of fixes (r ~ 0.98) follow the ego speed closely.
 """
 
+from collections import deque
 import math
 
+import cv2
 import numpy as np
+
+FLOW_SIZE = (64, 48)  # (width, height) the camera frames are reduced to for optical flow
+GPS_SPAN_NS = 1_000_000_000
 
 
 def _finite_pair(prev: np.ndarray | None, current: np.ndarray | None
@@ -25,40 +38,46 @@ def _finite_pair(prev: np.ndarray | None, current: np.ndarray | None
     return a, b
 
 
-def frame_difference_energy(prev_gray: np.ndarray | None, gray: np.ndarray | None) -> float:
-    """Mean absolute grey-level change between consecutive small camera frames.
+def _as_u8(gray: np.ndarray) -> np.ndarray:
+    # NaN pixels read as black; the flow smooths over a few of them.
+    img = np.nan_to_num(gray, nan=0.0, posinf=1.0, neginf=0.0)
+    if img.shape[1] != FLOW_SIZE[0] or img.shape[0] != FLOW_SIZE[1]:
+        img = cv2.resize(img, FLOW_SIZE, interpolation=cv2.INTER_AREA)
+    return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
-    Expects grey images in [0, 1] (for example the 128x96 network input back in grey). NaN
-    pixels are ignored; the first frame, a size change or an all-NaN pair give 0.0.
+
+def frame_difference_energy(prev_gray: np.ndarray | None, gray: np.ndarray | None) -> float:
+    """Mean dense optical-flow magnitude (pixels of a 64-wide image) between two camera frames.
+
+    Expects 2-D grey images in [0, 1] (for example the 128x96 network input back in grey);
+    both are reduced to 64x48 and matched with Farneback flow, so the value follows ego speed
+    and yaw rate rather than scene texture. NaN pixels count as black; the first frame, a size
+    change or a non-2-D input give 0.0.
     """
     pair = _finite_pair(prev_gray, gray)
-    if pair is None:
+    if pair is None or pair[0].ndim != 2 or min(pair[0].shape) < 8:
         return 0.0
-    diff = np.abs(pair[1] - pair[0])
-    valid = np.isfinite(diff)
-    if valid.all():
-        return float(diff.mean())
-    count = int(valid.sum())
-    return float(diff[valid].sum() / count) if count else 0.0
+    a, b = _as_u8(pair[0]), _as_u8(pair[1])
+    flow = cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 2, 9, 2, 5, 1.1, 0)
+    magnitude = np.sqrt(flow[..., 0] ** 2 + flow[..., 1] ** 2)
+    value = float(magnitude.mean())
+    return value if math.isfinite(value) else 0.0
 
 
 def scan_change_energy(prev_occupancy: np.ndarray | None,
                        occupancy: np.ndarray | None) -> float:
-    """Share of occupied BEV cells that changed state between consecutive lidar sweeps.
+    """Mean absolute change of the blurred BEV occupancy between consecutive lidar sweeps.
 
-    Cells count as occupied above 0.5; NaN cells count as free. The change is normalised by
-    the union of occupied cells so that a busy and an empty scene give comparable values.
+    Takes occupancy grids in [0, 1] (the BEV's first channel; booleans work too). A one-cell
+    Gaussian blur makes a small shift of an edge count in proportion to the shift, so the value
+    follows ego speed. NaN cells count as free; the first sweep or a shape change give 0.0.
     """
     pair = _finite_pair(prev_occupancy, occupancy)
-    if pair is None:
+    if pair is None or pair[0].ndim != 2:
         return 0.0
-    # NaN > 0.5 is False: a broken cell reads as free rather than poisoning the sum.
-    a = pair[0] > 0.5
-    b = pair[1] > 0.5
-    union = int(np.count_nonzero(a | b))
-    if union == 0:
-        return 0.0
-    return float(np.count_nonzero(a ^ b)) / union
+    a, b = (cv2.GaussianBlur(np.clip(np.nan_to_num(x, nan=0.0), 0.0, 1.0), (0, 0), 1.0)
+            for x in pair)
+    return float(np.abs(b - a).mean())
 
 
 def gps_speed(prev_enu: np.ndarray | None, prev_stamp_ns: int | None,
@@ -66,6 +85,7 @@ def gps_speed(prev_enu: np.ndarray | None, prev_stamp_ns: int | None,
     """Horizontal speed (m/s) between two successive ENU fixes; 0.0 when it is undefined.
 
     Undefined means no previous fix, a non-finite position, or a stamp that did not advance.
+    Too noisy as an alignment signature at metre-level fix noise: use GpsSpeedTrack for that.
     """
     if prev_enu is None or enu is None or prev_stamp_ns is None:
         return 0.0
@@ -80,3 +100,58 @@ def gps_speed(prev_enu: np.ndarray | None, prev_stamp_ns: int | None,
     if not (math.isfinite(dx) and math.isfinite(dy)):
         return 0.0
     return math.hypot(dx, dy) / (dt_ns * 1e-9)
+
+
+def gps_track_speed(stamps_ns: np.ndarray, enu: np.ndarray, end_ns: int,
+                    span_ns: int = GPS_SPAN_NS) -> float:
+    """Horizontal speed (m/s) at end_ns - span_ns / 2 from the fixes stamped in the span.
+
+    A least-squares quadratic in time (a line with fewer than 4 fixes) through the finite
+    east/north fixes with end_ns - span_ns <= stamp <= end_ns, differentiated at the span's
+    middle. Evaluating at a fixed time rather than at the fixes' mean keeps the value's time
+    unbiased when fixes are dropped. 0.0 with fewer than 2 usable fixes.
+    """
+    t = np.asarray(stamps_ns, dtype=np.int64).ravel()
+    p = np.asarray(enu, dtype=np.float64).reshape(t.size, -1)[:, :2] if t.size else None
+    if p is None or p.shape[1] < 2 or span_ns <= 0:
+        return 0.0
+    keep = (t >= end_ns - span_ns) & (t <= end_ns) & np.isfinite(p).all(axis=1)
+    if np.count_nonzero(keep) < 2:
+        return 0.0
+    # Seconds from the span's middle, so the linear coefficient is the velocity there.
+    x = (t[keep] - (end_ns - span_ns // 2)).astype(np.float64) * 1e-9
+    if np.ptp(x) <= 0.0:
+        return 0.0
+    degree = 2 if x.size >= 4 else 1
+    design = np.vander(x, degree + 1, increasing=True)
+    coef, *_ = np.linalg.lstsq(design, p[keep], rcond=None)
+    speed = math.hypot(float(coef[1, 0]), float(coef[1, 1]))
+    return speed if math.isfinite(speed) else 0.0
+
+
+class GpsSpeedTrack:
+    """Per-fix GPS signature: keeps the last span of fixes and returns gps_track_speed."""
+
+    def __init__(self, span_ns: int = GPS_SPAN_NS) -> None:
+        if span_ns <= 0:
+            raise ValueError(f'span_ns must be positive, got {span_ns}')
+        self.span_ns = int(span_ns)
+        self._fixes: deque[tuple[int, float, float]] = deque()
+
+    def update(self, stamp_ns: int, enu: np.ndarray | None) -> float:
+        """Add one fix (None or NaN for no position) and return the speed signature."""
+        stamp_ns = int(stamp_ns)
+        if self._fixes and stamp_ns <= self._fixes[-1][0]:
+            # Out of order or a clock step back: start the track over.
+            self._fixes.clear()
+        e = n = math.nan
+        if enu is not None:
+            flat = np.asarray(enu, dtype=np.float64).ravel()
+            if flat.size >= 2:
+                e, n = float(flat[0]), float(flat[1])
+        self._fixes.append((stamp_ns, e, n))
+        while self._fixes[0][0] < stamp_ns - self.span_ns:
+            self._fixes.popleft()
+        arr = np.array(self._fixes, dtype=np.float64)
+        return gps_track_speed(np.array([f[0] for f in self._fixes], np.int64), arr[:, 1:],
+                               stamp_ns, self.span_ns)
