@@ -25,6 +25,11 @@ from fusion_nodes.core.gnss_types import GpsFix
 _MAX_STAMP_SEC = 2 ** 31 - 1
 # Refuse to decode more than this (a 64 MP frame); a few bytes can claim gigapixels.
 MAX_COMPRESSED_PIXELS = 64 * 1024 * 1024
+# Most pixels one payload byte can stand for. An all-black frame compresses to about 64
+# pixels per byte in JPEG and about 1000 in PNG (mono, zlib level 9); a payload far smaller
+# than its header's size claims is a decompression bomb that would make the decoder fill a
+# huge buffer for seconds, so it is refused before decoding.
+MAX_PIXELS_PER_BYTE = {'jpeg': 2048, 'png': 4096}
 _MAGIC = {'jpeg': b'\xff\xd8\xff', 'png': b'\x89PNG\r\n\x1a\n'}
 _FORMAT_ALIASES = {'jpeg': 'jpeg', 'jpg': 'jpeg', 'png': 'png'}
 
@@ -141,6 +146,9 @@ def compressed_to_rgb8(msg) -> np.ndarray:
     if not 0 < height * width <= MAX_COMPRESSED_PIXELS:
         raise ValueError(f'CompressedImage {kind} claims {width}x{height} pixels (limit '
                          f'{MAX_COMPRESSED_PIXELS})')
+    if height * width > MAX_PIXELS_PER_BYTE[kind] * payload.size:
+        raise ValueError(f'CompressedImage {kind} of {payload.size} bytes claims {width}x{height}'
+                         f' pixels, more than any real {kind} that small can hold')
     try:
         # Camera pixels must stay where the calibration expects them: ignore EXIF rotation.
         bgr = cv2.imdecode(payload, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)

@@ -36,8 +36,8 @@ def _integer(value, what: str) -> int:
 def _real(value, what: str) -> float:
     try:
         return float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f'{what} must be a number, got {value!r}') from None
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f'{what} must be a float64 number, got {value!r}') from None
 
 
 @dataclass(frozen=True, eq=False)
@@ -93,7 +93,7 @@ class GpsFix:
     def _checked_covariance(self, covariance_type: int) -> np.ndarray:
         try:
             cov = np.array(self.position_covariance, dtype=np.float64)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ValueError('position_covariance must be 9 numbers') from None
         if cov.size != 9:
             raise ValueError(f'position_covariance must be 9 numbers, got {cov.size}')
