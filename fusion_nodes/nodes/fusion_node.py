@@ -40,6 +40,7 @@ from fusion_nodes.nodes.sensor_node import ERROR, OK, RELIABLE_OUTPUT, STALE, WA
 
 MODEL_FILE = 'gated_fusion.json'
 _DROPPED_GATE = 0.2
+_LEVEL_NAMES = {OK: 'OK', WARN: 'WARN', ERROR: 'ERROR', STALE: 'STALE'}
 
 
 def resolve_model_path(param: str) -> Path:
@@ -396,10 +397,11 @@ class FusionBehaviour:
         stale_ms = self.params['camera_stale_ms' if sensor == 'camera' else 'sensor_stale_ms']
         if track.last_arrival_ns is None or now - track.last_arrival_ns > float(stale_ms) * 1e6:
             return 'STALE', STALE
-        if track.last_sample is not None and track.last_sample.level >= ERROR:
-            return 'INVALID', ERROR
         if len(track.gates) and track.gates.percentile(50) < _DROPPED_GATE:
-            return 'DROPPED', WARN
+            return 'DROPPED', WARN  # the network excludes it: fusion runs on the others
+        if track.last_sample is not None and track.last_sample.level >= ERROR:
+            # The sensor node reports an error yet the gate still lets its data in.
+            return 'INVALID', ERROR
         return 'OK', OK
 
     def _publish_diagnostics(self) -> None:
@@ -416,6 +418,8 @@ class FusionBehaviour:
                 'missing': str(track.missing),
                 'invalid': str(track.invalid.total),
                 'unpaired': str(track.joiner.unpaired),
+                'sensor_level': ('none' if track.last_sample is None
+                                 else _LEVEL_NAMES.get(track.last_sample.level, 'ERROR')),
             }
             estimate = offsets.get(sensor)
             if estimate is not None:
