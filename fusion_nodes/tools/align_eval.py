@@ -211,9 +211,11 @@ def evaluate_cell(data: SeedData, offsets_ms, jitter_ms, drop, drift_ppm, seed,
     results = {}
     runs = {
         'dtw': (StreamAligner(config), True),
+        # Cross-correlation as it is used: every window's peak goes straight to the matcher.
         'xcorr': (StreamAligner(replace(config, dejitter=False, estimate_history=1,
-                                        min_correlation=0.0), window_estimator=xcorr_offset),
-                  True),
+                                        min_correlation=0.0, lock_windows=1,
+                                        lock_spread_ns=config.max_offset_ns * 4),
+                                window_estimator=xcorr_offset), True),
         'nearest_stamp': (NearestStampMatcher('camera', STREAMS, config.max_wait_ns,
                                               config.max_residual_ns), False),
     }

@@ -341,36 +341,38 @@ class StreamAligner:
 
     def _emit(self, frame: _Sample, now_ns: int) -> AlignedFrame:
         cfg = self.config
-        refs = np.fromiter(self._emitted_refs, np.float64, len(self._emitted_refs))
-        refs = np.append(refs, float(frame.dejittered))
+        refs = None  # built only when a locked stream needs the DTW
         matches: dict[str, Match | None] = {}
         for name in cfg.streams:
             state = self._streams[name]
             match = None
-            if state.samples:
+            n = len(state.samples)
+            if n:
                 offset = self._offset(name)
-                dejittered = np.fromiter((s.dejittered for s in state.samples), np.int64,
-                                         len(state.samples))
-                corrected = dejittered - offset
+                if self._trackers[name].locked or not cfg.unlocked_raw_stamps:
+                    corrected = np.fromiter((s.dejittered for s in state.samples), np.int64,
+                                            n) - offset
                 if self._trackers[name].locked:
+                    if refs is None:
+                        refs = np.append(np.fromiter(self._emitted_refs, np.float64,
+                                                     len(self._emitted_refs)),
+                                         float(frame.dejittered))
                     # Relative times keep float64 exact at nanosecond resolution.
                     base = frame.dejittered
                     j = match_last(refs - base, (corrected - base).astype(np.float64),
                                    float(cfg.match_band_ns))
-                else:
+                elif cfg.unlocked_raw_stamps:
                     # No confirmed offset: the nearest stamp, as a stamp-trusting matcher would.
-                    if cfg.unlocked_raw_stamps:
-                        stamps = np.fromiter((s.stamp for s in state.samples), np.int64,
-                                             len(state.samples))
-                        j = int(np.argmin(np.abs(stamps - frame.stamp)))
-                    else:
-                        j = int(np.argmin(np.abs(corrected - frame.dejittered)))
+                    stamps = np.fromiter((s.stamp for s in state.samples), np.int64, n)
+                    j = int(np.argmin(np.abs(stamps - frame.stamp)))
+                else:
+                    j = int(np.argmin(np.abs(corrected - frame.dejittered)))
                 if j >= 0:
-                    residual = int(corrected[j]) - frame.dejittered
+                    s = state.samples[j]
+                    corrected_j = s.dejittered - offset
+                    residual = corrected_j - frame.dejittered
                     if abs(residual) <= cfg.max_residual_ns:
-                        s = state.samples[j]
-                        match = Match(s.stamp, int(corrected[j]), residual, s.arrival,
-                                      s.payload)
+                        match = Match(s.stamp, corrected_j, residual, s.arrival, s.payload)
             matches[name] = match
             self._counters['missing' if match is None else 'matched'] += 1
         if not self._emitted_refs or frame.dejittered > self._emitted_refs[-1]:
