@@ -12,6 +12,7 @@ Time is int ns. stamp is the sensor's header stamp (its own clock); arrival is t
 clock (when the message reached us). The two are never compared directly.
 """
 
+import bisect
 from collections import deque
 from dataclasses import dataclass, field
 import math
@@ -363,8 +364,7 @@ class StreamAligner:
                                    float(cfg.match_band_ns))
                 elif cfg.unlocked_raw_stamps:
                     # No confirmed offset: the nearest stamp, as a stamp-trusting matcher would.
-                    stamps = np.fromiter((s.stamp for s in state.samples), np.int64, n)
-                    j = int(np.argmin(np.abs(stamps - frame.stamp)))
+                    j = _nearest_stamp(state.samples, frame.stamp)
                 else:
                     j = int(np.argmin(np.abs(corrected - frame.dejittered)))
                 if j >= 0:
@@ -448,6 +448,24 @@ class StreamAligner:
         self._reset_stream(self._streams[self.config.reference], cause)
         for name in self.config.streams:
             self._streams[name].clear()
+
+
+def _nearest_stamp(samples: deque, stamp: int) -> int:
+    """Index of the sample with the nearest stamp (the earlier one on a tie).
+
+    Samples are in strictly increasing stamp order: out-of-order and duplicate stamps are dropped
+    and a reset clears the buffer.
+    """
+    i = bisect.bisect_left(samples, stamp, key=_stamp_of)
+    if i == 0:
+        return 0
+    if i == len(samples) or stamp - samples[i - 1].stamp <= samples[i].stamp - stamp:
+        return i - 1
+    return i
+
+
+def _stamp_of(sample: _Sample) -> int:
+    return sample.stamp
 
 
 def _as_ns(value: int, what: str) -> int:
