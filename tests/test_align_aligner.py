@@ -150,3 +150,32 @@ def test_config_and_input_validation():
         aligner.push('radar', 0, 0, 0.0, None)
     with pytest.raises(ValueError, match='integer'):
         aligner.push('camera', 1.5, 0, 0.0, None)
+
+
+def test_unconfirmed_offsets_pair_exactly_like_nearest_stamp():
+    # Signatures that share nothing: no window may lock, and every pair is the nearest stamp.
+    from fusion_nodes.core.align.baselines import NearestStampMatcher
+    rng = np.random.default_rng(7)
+    events = [(a, n, s, float(rng.normal()), c)
+              for a, n, s, _, c in _events(4, 30.0, {'lidar': 150.0, 'gps': 100.0})]
+    ours, nearest = StreamAligner(SYNTH), NearestStampMatcher(
+        'camera', ('lidar', 'gps'), SYNTH.max_wait_ns, SYNTH.max_residual_ns)
+    got = {}
+    for aligner, key in ((ours, 'ours'), (nearest, 'nearest')):
+        frames = []
+        for arrival, name, stamp, sig, capture in events:
+            deadline = aligner.next_deadline_ns()
+            while deadline is not None and deadline <= arrival:
+                frames += aligner.poll(deadline)
+                deadline = aligner.next_deadline_ns()
+            if key == 'ours':
+                aligner.push(name, stamp, arrival, sig, capture)
+            else:
+                aligner.push(name, stamp, arrival, capture)
+            frames += aligner.poll(arrival)
+        got[key] = [(f.payload, tuple(None if m is None else m.payload
+                                      for m in f.matches.values())) for f in frames]
+    assert ours.stats()['offset_locks'] == 0
+    assert not any(o.valid or o.offset_ns for o in ours.offsets().values())
+    assert ours.stats()['estimates_run'] > 20
+    assert len(got['ours']) > 800 and got['ours'] == got['nearest']
