@@ -8,6 +8,8 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import NavSatFix
 
 from fusion_nodes import conversions
+from fusion_nodes.core.align.signatures import GpsSpeedTrack
+from fusion_nodes.core.gnss_types import STATUS_FIX
 from fusion_nodes.core.gps import (
     GPS_FEATURES, GPS_HEALTH_FEATURES, GpsSample, GpsTracker, GpsTrackerConfig)
 from fusion_nodes.nodes.health_msg import flatten
@@ -41,6 +43,9 @@ class GpsNode(SensorNode):
         self.tracker = GpsTracker(GpsTrackerConfig(
             origin=origin, default_sigma_m=float(p['default_sigma_m']),
             jump_gate_chi2=float(p['jump_gate_chi2']), stale_after_s=float(p['stale_after_s'])))
+        # The aligner's motion signature: speed from a fit through the last second of raw
+        # fixes, not the Kalman velocity, whose lag would shift it in time.
+        self.speed_track = GpsSpeedTrack()
         self._odom_frame = str(p['odom_frame'])
         self.odom_pub = self.create_publisher(Odometry, 'gps/odometry', RELIABLE_OUTPUT)
         self.create_subscription(NavSatFix, 'gps/fix', self._on_fix, qos_profile_sensor_data)
@@ -55,9 +60,15 @@ class GpsNode(SensorNode):
             self.odom_pub.publish(self._odometry(msg, sample))
         level, message = assess_gps(sample)
         extra = flatten('feature', GPS_FEATURES, sample.features)
-        extra['signature'] = float(np.hypot(*sample.velocity_enu))
+        extra['signature'] = self.speed_track.update(fix.stamp_ns, self._fix_enu(fix))
         extra['resets'] = float(self.tracker.resets)
         self.publish_health(msg.header, sample.health, level, message, extra)
+
+    def _fix_enu(self, fix) -> np.ndarray | None:
+        """The fix's own position in the tracker's ENU frame (None without a fix)."""
+        if self.tracker.frame is None or fix.status < STATUS_FIX:
+            return None
+        return np.asarray(self.tracker.frame.to_enu(fix.latitude, fix.longitude, fix.altitude))
 
     def _odometry(self, msg: NavSatFix, sample: GpsSample) -> Odometry:
         odom = Odometry()

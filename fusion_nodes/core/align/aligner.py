@@ -29,6 +29,7 @@ from fusion_nodes.core.align.series import SignatureSeries
 from fusion_nodes.core.align.signatures import GPS_SPAN_NS
 
 RESET_CAUSES = ('time_jump', 'out_of_order')
+_INT64_MIN, _INT64_MAX = -2 ** 63, 2 ** 63 - 1
 
 
 @dataclass(frozen=True)
@@ -214,6 +215,7 @@ class StreamAligner:
                 arrival_ns < self._last_arrival - self.config.jump_threshold_ns:
             # The receiver clock itself went back (bag loop under sim time): start over.
             self._reset_all('time_jump')
+            self._last_arrival = None  # the rewound clock is the new reference, not the old max
         self._last_arrival = arrival_ns if self._last_arrival is None else max(
             self._last_arrival, arrival_ns)
         if not self._accept_order(state, stamp_ns, arrival_ns):
@@ -263,7 +265,7 @@ class StreamAligner:
         cfg = self.config
         try:
             value = float(signature)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             value = math.nan
         if not math.isfinite(value):
             self._counters['bad_signature'] += 1
@@ -471,4 +473,6 @@ def _stamp_of(sample: _Sample) -> int:
 def _as_ns(value: int, what: str) -> int:
     if isinstance(value, (bool, float)) or not isinstance(value, (int, np.integer)):
         raise ValueError(f'{what} must be an integer number of nanoseconds, got {value!r}')
+    if not _INT64_MIN <= int(value) <= _INT64_MAX:
+        raise ValueError(f'{what} {value} is outside the int64 nanosecond range')
     return int(value)
