@@ -64,6 +64,10 @@ def resolve_model_path(param: str) -> Path:
                             'set the model parameter')
 
 
+def _wanted(publisher) -> bool:
+    return publisher.get_subscription_count() > 0
+
+
 def _stamp_ns(msg) -> int:
     return conversions.stamp_to_ns(msg.header.stamp)
 
@@ -128,7 +132,8 @@ class FusionBehaviour:
         self.inference_errors = RejectionCounter()
         self._camera_period_ns = 33_333_333
         self._last_output_ns: int | None = None
-        self._overlay_images: dict[int, np.ndarray] = {}
+        self._overlay_images: dict[int, object] = {}
+        self._overlay_count = 0
         self._inputs: list = []
         self._overlay_input_type()
         self._create_publishers()
@@ -252,15 +257,22 @@ class FusionBehaviour:
         self._poll()
 
     def _on_overlay_image(self, msg) -> None:
-        try:
-            rgb = (conversions.image_to_rgb8(msg) if isinstance(msg, Image)
-                   else conversions.compressed_to_rgb8(msg))
-        except ValueError as error:
-            self._reject(self.tracks['camera'], f'overlay image: {error}')
-            return
-        self._overlay_images[_stamp_ns(msg)] = rgb
+        # Kept as received and decoded only if an overlay is drawn on it: decoding every JPEG
+        # here would cost as much as the camera node's own decode.
+        self._overlay_images[_stamp_ns(msg)] = msg
         while len(self._overlay_images) > 8:
             self._overlay_images.pop(next(iter(self._overlay_images)))
+
+    def _overlay_rgb(self, stamp_ns: int) -> np.ndarray | None:
+        msg = self._overlay_images.get(stamp_ns)
+        if msg is None:
+            return None
+        try:
+            return (conversions.image_to_rgb8(msg) if isinstance(msg, Image)
+                    else conversions.compressed_to_rgb8(msg))
+        except ValueError as error:
+            self._reject(self.tracks['camera'], f'overlay image: {error}')
+            return None
 
     # ---- fusion ------------------------------------------------------------------------
 
@@ -329,28 +341,46 @@ class FusionBehaviour:
 
     def _publish(self, header: Header, outputs: dict[str, np.ndarray],
                  samples: dict[str, SensorSample | None]) -> None:
+        # Building a message in Python costs more than the inference, so a product nobody
+        # subscribes to is not built (the gates and diagnostics always are).
         probabilities = softmax(outputs['bev_logits'][0])
-        classes = probabilities.argmax(axis=0)
-        self.bev_pub.publish(conversions.occupancy_grid(
-            occupancy_percent(probabilities), self.grid, header))
-        self.semantic_pub.publish(conversions.numpy_to_image(colourise(classes), 'rgb8', header))
-        objects = extract_objects(probabilities, self.grid,
-                                  min_cells=int(self.params['object_min_cells']),
-                                  min_confidence=float(self.params['object_min_confidence']))
-        self.objects_pub.publish(self._markers(header, objects))
-        self.ego_pub.publish(self._ego(header, outputs))
+        if _wanted(self.bev_pub):
+            self.bev_pub.publish(conversions.occupancy_grid(
+                occupancy_percent(probabilities), self.grid, header))
+        if _wanted(self.semantic_pub):
+            classes = probabilities.argmax(axis=0)
+            self.semantic_pub.publish(
+                conversions.numpy_to_image(colourise(classes), 'rgb8', header))
+        overlay = self._overlay_due(samples)
+        objects = []
+        if _wanted(self.objects_pub) or overlay:
+            objects = extract_objects(probabilities, self.grid,
+                                      min_cells=int(self.params['object_min_cells']),
+                                      min_confidence=float(self.params['object_min_confidence']))
+        if _wanted(self.objects_pub):
+            self.objects_pub.publish(self._markers(header, objects))
+        if _wanted(self.ego_pub):
+            self.ego_pub.publish(self._ego(header, outputs))
         gates = outputs['gates'][0]
         for sensor, gate in zip(SENSORS, gates):
             self.tracks[sensor].gates.add(float(gate))
         gates_msg = Vector3Stamped(header=header)
         gates_msg.vector.x, gates_msg.vector.y, gates_msg.vector.z = (float(g) for g in gates)
         self.gates_pub.publish(gates_msg)
-        if self.overlay_pub is not None and samples.get('camera') is not None:
-            rgb = self._overlay_images.get(samples['camera'].stamp_ns)
+        if overlay:
+            rgb = self._overlay_rgb(samples['camera'].stamp_ns)
             if rgb is not None:
                 statuses = {s: self._sensor_status(s)[0] for s in SENSORS}
                 image = draw_overlay(rgb, objects, gates, self.camera_model, statuses)
                 self.overlay_pub.publish(conversions.numpy_to_image(image, 'rgb8', header))
+
+    def _overlay_due(self, samples: dict[str, SensorSample | None]) -> bool:
+        """Every overlay_every_n-th camera frame, when someone watches the overlay."""
+        if (self.overlay_pub is None or samples.get('camera') is None
+                or not _wanted(self.overlay_pub)):
+            return False
+        self._overlay_count += 1
+        return self._overlay_count % max(int(self.params['overlay_every_n']), 1) == 0
 
     def _markers(self, header: Header, objects) -> MarkerArray:
         markers = [Marker(header=header, action=Marker.DELETEALL)]

@@ -65,6 +65,7 @@ FUSION_PARAMS = {
     'sensor_stale_ms': 500.0,
     'poll_period_ms': 5.0,
     'enable_overlay': True,
+    'overlay_every_n': 3,
     'overlay_input': 'camera/image_raw',
     'overlay_transport': 'raw',
     'object_min_cells': 2,
