@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from fusion_nodes.core.align.dtw import match_last
+from fusion_nodes.core.align.dtw import match_last, warm_up
 from fusion_nodes.core.align.offset import (
     dtw_offset, OffsetEstimate, OffsetTracker, prepare_pair, WindowEstimate)
 from fusion_nodes.core.align.period import PeriodFit
@@ -183,6 +183,7 @@ class StreamAligner:
         """window_estimator(x, y, step_ns, max_lag) -> WindowEstimate; DTW unless replaced."""
         self.config = config
         self._window_estimator = window_estimator
+        warm_up()
         names = (config.reference,) + tuple(config.streams)
         self._streams = {name: _Stream(name, config) for name in names}
         self._trackers = {name: OffsetTracker(config.estimate_history, config.min_correlation,

@@ -157,3 +157,14 @@ def match_path(ref_times: np.ndarray, cand_times: np.ndarray, band: float) -> np
     ref = np.asarray(ref_times, dtype=np.float64)
     return np.array([match_last(ref[:i + 1], cand_times, band) for i in range(ref.size)],
                     dtype=np.int64)
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) every kernel now.
+
+    The first call of a numba kernel in a process costs about 0.5 s even from the on-disk
+    cache; an online aligner must pay that at startup, not on its first offset estimate.
+    """
+    signal = np.linspace(0.0, 1.0, 8)
+    banded_dtw_path(signal, signal, 2)
+    match_last(signal, signal, 1.0)
