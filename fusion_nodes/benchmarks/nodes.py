@@ -43,6 +43,7 @@ def _fixes() -> list[NavSatFix]:
         fix = NavSatFix(latitude=lat, longitude=lon, altitude=alt,
                         position_covariance=[1.0, 0, 0, 0, 1.0, 0, 0, 0, 4.0],
                         position_covariance_type=2)
+        fix.status.status = 0  # STATUS_FIX: the message default (-2, unknown) is rejected
         fix.header.stamp.sec, fix.header.stamp.nanosec = divmod(k * 100_000_000, 10 ** 9)
         fixes.append(fix)
     return fixes
