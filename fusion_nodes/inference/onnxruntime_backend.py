@@ -63,8 +63,10 @@ class OnnxRuntimeBackend(Backend):
 
     def __init__(self, metadata: ModelMetadata, providers: Sequence[str] | None = None,
                  intra_op_threads: int | None = None, use_io_binding: bool = True,
-                 provider_options: Mapping[str, Mapping[str, str]] | None = None) -> None:
+                 provider_options: Mapping[str, Mapping[str, str]] | None = None,
+                 allow_spinning: bool = False) -> None:
         super().__init__(metadata)
+        self.allow_spinning = allow_spinning
         self.providers = select_providers(providers)
         if intra_op_threads is not None and intra_op_threads < 1:
             raise ValueError(f'intra_op_threads must be >= 1, got {intra_op_threads}')
@@ -90,6 +92,10 @@ class OnnxRuntimeBackend(Backend):
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if not self.allow_spinning:
+            # ORT's idle worker threads busy-wait for the next run by default; on a robot the
+            # other nodes need those cycles between frames.
+            options.add_session_config_entry('session.intra_op.allow_spinning', '0')
         providers = [(p, self.provider_options.get(p, {})) for p in self.providers]
         # The bytes were hashed by load_metadata; read them once more so the session runs
         # exactly the file that was verified even if the path is replaced meanwhile.
