@@ -10,6 +10,7 @@ Targets (issue 6): p99 <= 15 ms at real time; 30 Hz with 0 dropped reference fra
 """
 
 from pathlib import Path
+import shutil
 
 import numpy as np
 
@@ -29,7 +30,6 @@ def bench_bag() -> Path:
     if (path / 'metadata.yaml').is_file():
         return path
     from fusion_nodes.sim.writer import generate_bag
-    import shutil
     partial = path.with_name(path.name + '.partial')
     if partial.exists():
         shutil.rmtree(partial)

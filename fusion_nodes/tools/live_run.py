@@ -5,6 +5,7 @@ product this way: fusion-bringup's processes on loopback DDS, fusion-replay in i
 process, and a FusionObserver in this one.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 import subprocess
@@ -65,7 +66,7 @@ class StackDidNotStart(RuntimeError):
 
 
 def run_live(config: LiveRunConfig, log_dir: Path,
-             on_tick=None) -> LiveRun:
+             on_tick: Callable[[object, object, float], None] | None = None) -> LiveRun:
     """Start the stack, replay the bag, spin the observer until replay ends, stop everything.
 
     on_tick(observer, stack, elapsed_s), when given, is called about every 20 ms (the soak
