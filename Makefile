@@ -29,11 +29,13 @@ demo: venv
 bench: venv
 	$(PY) -m fusion_nodes.tools.bench
 
-# 10k hypothesis cases per decoder (CI runs the same tests with fewer); prints per-test counts.
+# 10k hypothesis cases per decoder test and 2k aligner sequences (CI runs the same tests with
+# 100 each); prints per-test counts.
 FUZZ_EXAMPLES ?= 10000
+FUZZ_ALIGNER_EXAMPLES ?= 2000
 fuzz: venv
-	FUSION_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q -m fuzz --hypothesis-show-statistics \
-		-p no:cacheprovider
+	FUSION_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUSION_FUZZ_ALIGNER_EXAMPLES=$(FUZZ_ALIGNER_EXAMPLES) \
+		$(PY) -m pytest -q -m fuzz --hypothesis-show-statistics -p no:cacheprovider
 
 # Ten minutes of real-time replay (looping the demo bag) through the live stack.
 SOAK_SECONDS ?= 600

@@ -7,7 +7,8 @@ reference frame is emitted exactly once (never a dropped one), matches come from
 pushes; buffers stay within their configured sizes; counters are non-negative and add up. With
 a monotone clock polled at least every GAP_NS, no frame is returned after arrival + max_wait.
 
-FUSION_FUZZ_EXAMPLES sets the cases per test (default 100; `make fuzz` runs 10k).
+FUSION_FUZZ_ALIGNER_EXAMPLES (else FUSION_FUZZ_EXAMPLES) sets the cases per test (default
+100; `make fuzz` runs 2000: a case is a whole push/poll sequence, 6-160 ms each).
 """
 
 import math
@@ -22,7 +23,8 @@ from tests.test_conversions_properties import no_hang
 
 pytestmark = pytest.mark.fuzz
 
-FUZZ = settings(max_examples=int(os.environ.get('FUSION_FUZZ_EXAMPLES', '100')),
+FUZZ = settings(max_examples=int(os.environ.get('FUSION_FUZZ_ALIGNER_EXAMPLES') or
+                                 os.environ.get('FUSION_FUZZ_EXAMPLES', '100')),
                 deadline=2000, suppress_health_check=[HealthCheck.too_slow,
                                                       HealthCheck.data_too_large])
 MS = 1_000_000
