@@ -17,6 +17,7 @@ from sensor_msgs.msg import Image
 
 from fusion_nodes.conversions import stamp_to_ns
 from fusion_nodes.tools import dds_env
+from fusion_nodes.tools.bringup import stop_process
 from tests.ros_helpers import Collector, spin_until
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
@@ -58,12 +59,7 @@ def test_sensor_nodes_as_processes_keep_98_percent():
         assert len(sent['camera']) == 150 and len(sent['lidar']) == 50
     finally:
         for process in nodes + ([publisher] if publisher else []):
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+            stop_process(process)
         executor.shutdown()
         subscriber.destroy_node()
         rclpy.shutdown(context=context)

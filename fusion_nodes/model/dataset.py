@@ -102,21 +102,10 @@ def recordings(split: str, spec: DataSpec, scenarios: Iterable[str] | None = Non
 
 def ensure_bag(recording: Recording, spec: DataSpec) -> Path:
     """Generate the recording's bag unless it exists already."""
-    if (recording.bag / 'metadata.yaml').is_file():
-        return recording.bag
-    from fusion_nodes.sim.scenario import load_scenario
-    from fusion_nodes.sim.writer import generate_bag
-    recording.bag.parent.mkdir(parents=True, exist_ok=True)
-    # Written aside and renamed, so an interrupted run never leaves a bag that looks finished.
-    partial = recording.bag.with_name(recording.bag.name + '.partial')
-    for stale in (partial, recording.bag):
-        if stale.exists():
-            shutil.rmtree(stale)
-    generate_bag(load_scenario(recording.scenario), recording.seed, partial,
-                 duration_s=spec.duration_s, storage=spec.storage,
-                 compressed_camera=spec.compressed_camera, progress=False)
-    partial.rename(recording.bag)
-    return recording.bag
+    from fusion_nodes.sim.writer import generate_bag_once
+    return generate_bag_once(recording.scenario, recording.seed, recording.bag,
+                             duration_s=spec.duration_s, storage=spec.storage,
+                             compressed_camera=spec.compressed_camera, progress=False)
 
 
 def ensure_features(recording: Recording, spec: DataSpec) -> Path:

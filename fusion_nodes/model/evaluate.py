@@ -20,7 +20,7 @@ import torch
 
 from fusion_nodes.core.config import NS_PER_S, SEMANTIC_CLASSES, SENSORS
 from fusion_nodes.model import dataset
-from fusion_nodes.model.export import file_sha256
+from fusion_nodes.model.export import file_sha256, json_finite
 from fusion_nodes.model.metrics import confusion, gate_means, mean_iou, object_hits, rmse
 from fusion_nodes.model.network import build_model, GatedFusionNet
 from fusion_nodes.model.predict import predict
@@ -237,14 +237,6 @@ def plot_timelines(results: dict[str, dict], path: Path) -> None:
     plt.close(fig)
 
 
-def _json_safe(value):
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, float) and value != value:
-        return None
-    return value
-
-
 def _by_scenario(items: list[dataset.Recording]) -> dict[str, list[dataset.Recording]]:
     groups: dict[str, list[dataset.Recording]] = {}
     for recording in items:
@@ -273,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     if args.bag is not None:
         result = evaluate_bag(load_model(args.model), args.bag)
-        print(json.dumps(_json_safe(result), indent=2))
+        print(json.dumps(json_finite(result), indent=2))
         return 0
     gated, ungated = load_model(args.model), load_model(args.ungated)
     spec = dataset.DataSpec(data_dir=args.data_dir, duration_s=args.duration,

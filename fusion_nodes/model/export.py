@@ -4,6 +4,7 @@ from dataclasses import asdict
 import hashlib
 import io
 import json
+import math
 from pathlib import Path
 from typing import Any
 import warnings
@@ -104,6 +105,17 @@ def check_onnx_graph(onnx_bytes: bytes) -> None:
     unsupported = onnx_op_types(onnx_bytes) - TENSORRT_OPS
     if unsupported:
         raise ValueError(f'ops outside the TensorRT-checked set: {sorted(unsupported)}')
+
+
+def json_finite(value: Any) -> Any:
+    """JSON has no NaN: a metric with no frames to average over becomes null."""
+    if isinstance(value, dict):
+        return {k: json_finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def file_sha256(path: Path) -> str:

@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from fusion_nodes.core.config import SEMANTIC_CLASSES, SENSORS
-from fusion_nodes.model.export import write_model
+from fusion_nodes.model.export import json_finite, write_model
 from fusion_nodes.model.losses import class_weights, fusion_loss, LossWeights
 from fusion_nodes.model.metrics import confusion, gate_means, mean_iou, rmse
 from fusion_nodes.model.network import GatedFusionNet, NetworkConfig
@@ -143,17 +143,6 @@ def validation_metrics(model: GatedFusionNet, samples: dict[str, np.ndarray]) ->
             'samples': int(samples['camera'].shape[0])}
 
 
-def _finite(value):
-    """JSON has no NaN: a metric with no frames to average over becomes null."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def _every(samples: dict[str, np.ndarray], step: int) -> dict[str, np.ndarray]:
     n = samples['camera'].shape[0]
     return {key: value[::step] if value.shape[:1] == (n,) else value
@@ -229,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = args.out or (Path('models') if args.variant == 'gated'
                            else args.data_dir / 'models')
     name = args.name or (MODEL_NAME if args.variant == 'gated' else 'ungated_fusion')
-    json_path = write_model(model, out_dir, name, MODEL_VERSION, _finite(training))
+    json_path = write_model(model, out_dir, name, MODEL_VERSION, json_finite(training))
     print(f'wrote {json_path} in {training["wall_time_s"]} s; train mIoU '
           f'{training["train_metrics"]["miou"]:.3f}', flush=True)
     return 0

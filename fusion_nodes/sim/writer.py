@@ -7,6 +7,7 @@ random draw is seeded, so the same (scenario, seed, options) gives a byte-identi
 
 from dataclasses import dataclass
 from pathlib import Path
+import shutil
 from typing import Iterator
 
 import numpy as np
@@ -119,6 +120,26 @@ def generate_bag(scenario: Scenario | str, seed: int, out_path: str | Path,
         writer.abort()
         raise
     writer.close()
+    return out_path
+
+
+def generate_bag_once(scenario: Scenario | str, seed: int, out_path: str | Path,
+                      **options) -> Path:
+    """out_path if it already holds a finished bag, else generate_bag(...) into it.
+
+    The bag is written aside and renamed, so an interrupted run never leaves a directory that
+    looks finished; a leftover from one is replaced.
+    """
+    out_path = Path(out_path)
+    if (out_path / 'metadata.yaml').is_file():
+        return out_path
+    partial = out_path.with_name(out_path.name + '.partial')
+    for stale in (partial, out_path):
+        if stale.exists():
+            shutil.rmtree(stale)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    generate_bag(scenario, seed, partial, **options)
+    partial.rename(out_path)
     return out_path
 
 

@@ -25,7 +25,6 @@ class BagTruth:
     camera_stamps: tuple[int, ...]
     bev: dict[int, np.ndarray]
     failed: dict[int, np.ndarray]
-    start_ns: int
 
     def failed_stamps(self, sensor: str) -> set[int]:
         k = SENSORS.index(sensor)
@@ -82,13 +81,12 @@ def load_bag_truth(bag: Path, grid: BevGrid = BevGrid()) -> BagTruth:
         # The failure state in force at capture: the last flags published at or before it.
         k = int(np.searchsorted(times, capture, side='right')) - 1
         failed[stamp] = flags[max(k, 0)]
-    return BagTruth(tuple(stamps), bev, failed, min(stamps))
+    return BagTruth(tuple(stamps), bev, failed)
 
 
-def score_semantic(predicted: dict[int, np.ndarray], truth: BagTruth,
-                   stamps: set[int] | None = None) -> tuple[float, int]:
+def score_semantic(predicted: dict[int, np.ndarray], truth: BagTruth) -> tuple[float, int]:
     """(mIoU, frames) of predicted class grids against the truth, over stamps both have."""
-    common = [s for s in predicted if s in truth.bev and (stamps is None or s in stamps)]
+    common = [s for s in predicted if s in truth.bev]
     if not common:
         return float('nan'), 0
     matrix = sum(confusion(predicted[s], truth.bev[s], len(SEMANTIC_CLASSES)) for s in common)

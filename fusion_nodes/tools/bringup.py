@@ -25,6 +25,18 @@ class RunningNode:
     process: subprocess.Popen
 
 
+def stop_process(process: subprocess.Popen, timeout_s: float = 10.0) -> int | None:
+    """SIGTERM a child that is still running, SIGKILL it if it ignores that; its exit code."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
 class Stack:
     """A running node set; stop() ends every process (SIGINT, then SIGTERM, then SIGKILL)."""
 

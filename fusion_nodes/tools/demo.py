@@ -14,8 +14,6 @@ import sys
 from fusion_nodes.tools.live_run import (
     bag_camera_transport, find_demo_bag, LiveRunConfig, ROOT, run_live, StackDidNotStart)
 
-__all__ = ['bag_camera_transport', 'find_demo_bag', 'main']
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])

@@ -74,7 +74,7 @@ def run_live(config: LiveRunConfig, log_dir: Path,
     """
     dds_env.apply_to_current_process()
     import rclpy
-    from fusion_nodes.tools.bringup import start_stack
+    from fusion_nodes.tools.bringup import start_stack, stop_process
     from fusion_nodes.tools.observer import FusionObserver
 
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -86,7 +86,6 @@ def run_live(config: LiveRunConfig, log_dir: Path,
     rclpy.init()
     observer = FusionObserver(camera_transport=transport)
     replay = None
-    started = time.monotonic()
     try:
         if not observer.wait_for_outputs(stack, timeout_s=config.startup_timeout_s):
             codes = {n.spec.name: n.process.poll() for n in stack.nodes}
@@ -96,9 +95,9 @@ def run_live(config: LiveRunConfig, log_dir: Path,
                    '--rate', str(config.rate), *config.replay_args]
         if config.loop:
             command.append('--loop')
-        replay_log = open(log_dir / 'replay.log', 'w')
-        replay = subprocess.Popen(command, env=dds_env.isolated_env(), stdout=replay_log,
-                                  stderr=subprocess.STDOUT)
+        with open(log_dir / 'replay.log', 'w') as replay_log:  # the child keeps its own copy
+            replay = subprocess.Popen(command, env=dds_env.isolated_env(), stdout=replay_log,
+                                      stderr=subprocess.STDOUT)
         started = time.monotonic()
         while replay.poll() is None and stack.alive():
             rclpy.spin_once(observer, timeout_sec=0.02)
@@ -113,12 +112,8 @@ def run_live(config: LiveRunConfig, log_dir: Path,
         alive = stack.alive()
         wall = time.monotonic() - started
     finally:
-        if replay is not None and replay.poll() is None:
-            replay.terminate()
-            try:
-                replay.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                replay.kill()
+        if replay is not None:
+            stop_process(replay)
         observer.destroy_node()
         rclpy.try_shutdown()
         pids = {n.spec.name: n.process.pid for n in stack.nodes}
