@@ -179,3 +179,36 @@ def test_unconfirmed_offsets_pair_exactly_like_nearest_stamp():
     assert not any(o.valid or o.offset_ns for o in ours.offsets().values())
     assert ours.stats()['estimates_run'] > 20
     assert len(got['ours']) > 800 and got['ours'] == got['nearest']
+
+
+def test_waits_only_when_a_nearer_sample_can_still_arrive():
+    """A frame waits for the next lidar scan only if that scan can land before max_wait."""
+    aligner = StreamAligner(AlignerConfig(
+        streams=('lidar',), max_wait_ns=33 * MS, signature_delay_ns=(),
+        smoothing_ns=(('camera', 100 * MS), ('lidar', 100 * MS))))
+    events = []
+    for k in range(300):  # 30 Hz camera, 15 ms transport; 10 Hz lidar, 105 ms (its sweep)
+        events.append((k * 100 * MS // 3 + 15 * MS, 'camera', k * 100 * MS // 3))
+    for k in range(100):
+        events.append((k * 100 * MS + 105 * MS, 'lidar', k * 100 * MS))
+    events.sort()
+    frames = []
+    for arrival, name, stamp in events:
+        deadline = aligner.next_deadline_ns()
+        while deadline is not None and deadline <= arrival:
+            frames += aligner.poll(deadline)
+            deadline = aligner.next_deadline_ns()
+        aligner.push(name, stamp, arrival, 1.0, stamp)
+        frames += aligner.poll(arrival)
+    settled = [f for f in frames if f.stamp_ns > 2_000 * MS]
+    waited = [f for f in settled if f.added_wait_ns > 0]
+    # Every wait bought the scan that arrived during it: under 100 ms from the frame, where
+    # the newest scan at the frame's arrival was over 150 ms away.
+    for f in waited:
+        match = f.matches['lidar']
+        assert match is not None and match.arrival_ns > f.arrival_ns
+        assert abs(match.residual_ns) < 100 * MS
+    # The rest cannot be improved within 33 ms (the next scan lands 90-190 ms after the frame's
+    # capture), so they leave at once: about two frames in three.
+    assert 0.25 < len(waited) / len(settled) < 0.45
+    assert all(f.added_wait_ns <= 33 * MS for f in frames)

@@ -335,10 +335,11 @@ class StreamAligner:
             newest = state.samples[-1].dejittered - offset
             if newest >= frame.dejittered:
                 continue  # in-order streams: everything up to the frame has arrived
-            period = state.fit.period_ns or 0.0
-            # The next sample is at least half a period newer and cannot beat the fastest
-            # transport seen lately; if even that misses the deadline, waiting is pointless.
-            earliest = newest + 0.5 * period + min(state.latency) - self.config.latency_margin_ns
+            # The next sample is at least min_next_step newer (a period less its jitter) and
+            # cannot beat the fastest transport seen lately; if even that misses the deadline,
+            # waiting is pointless.
+            step = state.fit.min_next_step_ns()
+            earliest = newest + step + min(state.latency) - self.config.latency_margin_ns
             if earliest <= deadline:
                 return False
         return True

@@ -35,6 +35,18 @@ class PeriodFit:
         return (self.period_ns is not None and self._count > _WARMUP_DIFFS
                 and math.sqrt(self._resid_var) <= self.max_rel_residual * self.period_ns)
 
+    def min_next_step_ns(self) -> float:
+        """Least plausible gap from the last de-jittered stamp to the next one (0 if unknown).
+
+        On a periodic stream that is the fitted period less three residual deviations; otherwise
+        half the period, since without a fit the next stamp may come early.
+        """
+        if self.period_ns is None:
+            return 0.0
+        if not self.periodic:
+            return 0.5 * self.period_ns
+        return max(0.5 * self.period_ns, self._slope() - 3.0 * math.sqrt(self._resid_var))
+
     def _slope(self) -> float:
         if self._ckk > 1e-9 and self._count > 3:
             return self._cks / self._ckk
