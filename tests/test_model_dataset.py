@@ -146,3 +146,18 @@ def test_sensor_nodes_publish_exactly_what_training_sees(bag, samples):
         lidar.destroy_node()
     finally:
         rclpy.shutdown(context=context)
+
+
+def test_feature_cache_key_follows_sensor_params_and_pairing_only(monkeypatch):
+    from fusion_nodes.model import dataset
+    spec = dataset.DataSpec()
+    key = spec.features_key()
+    monkeypatch.setitem(dataset.LIDAR_PARAMS, 'z_max', 9.0)
+    assert spec.features_key() != key
+    monkeypatch.undo()
+    assert dataset.DataSpec(pairing=PairingConfig(stale_ns=1)).features_key() != key
+    # fusion_node's runtime settings shape no feature: changing them keeps the cache.
+    from fusion_nodes.nodes.params import FUSION_PARAMS
+    monkeypatch.setitem(FUSION_PARAMS, 'max_wait_ms', 0.0)
+    monkeypatch.setitem(FUSION_PARAMS, 'poll_period_ms', 1.0)
+    assert spec.features_key() == key

@@ -17,12 +17,9 @@ import numpy as np
 from tqdm import tqdm
 
 from fusion_nodes.model.bag_samples import extract_bag_samples, PairingConfig, SAMPLE_FIELDS
-from fusion_nodes.nodes.params import CAMERA_PARAMS, FUSION_PARAMS, GPS_PARAMS, LIDAR_PARAMS
+from fusion_nodes.nodes.params import CAMERA_PARAMS, GPS_PARAMS, LIDAR_PARAMS
 
 PIPELINE_VERSION = 1
-# fusion_node params that only shape its published products, never a network input: a change
-# to them must not invalidate cached features.
-OUTPUT_ONLY_PARAMS = ('overlay_every_n',)
 SPLITS = ('train', 'test')
 
 
@@ -48,8 +45,9 @@ class DataSpec:
     def features_key(self) -> str:
         described = {
             'version': PIPELINE_VERSION,
-            'params': [CAMERA_PARAMS, LIDAR_PARAMS, GPS_PARAMS,
-                       {k: v for k, v in FUSION_PARAMS.items() if k not in OUTPUT_ONLY_PARAMS}],
+            # fusion_node's params reach the features only through the pairing (its staleness),
+            # so its runtime settings (waits, timers, outputs) never invalidate a cache.
+            'params': [CAMERA_PARAMS, LIDAR_PARAMS, GPS_PARAMS],
             'pairing': asdict(self.pairing),
             'duration_s': self.duration_s,
             'compressed_camera': self.compressed_camera,
