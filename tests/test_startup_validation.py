@@ -58,3 +58,8 @@ def test_truncated_metadata_is_refused(tmp_path):
     metadata.write_text(metadata.read_text()[:40])
     result = _run_fusion_node('-p', f'model:={metadata}')
     assert result.returncode == 2 and 'startup failed' in result.stderr
+
+
+def test_negative_cpu_threads_is_refused():
+    result = _run_fusion_node('-p', 'cpu_threads:=-2')
+    assert result.returncode == 2 and 'cpu_threads' in result.stderr
