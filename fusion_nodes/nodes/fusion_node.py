@@ -159,6 +159,11 @@ class FusionBehaviour:
         # Frames waiting on max_wait get a timer at their deadline (_arm_deadline); this one
         # only paces the camera-stale fallback, so it need not wake the executor at 200 Hz.
         self._inputs.append(self.create_timer(float(p['poll_period_ms']) / 1e3, self._poll))
+        # One timer, re-armed: creating and destroying a timer per frame leaks in rclpy
+        # (about 100 bytes each, measured on Kilted).
+        self._deadline_timer = self.create_timer(1.0, self._on_deadline)
+        self._deadline_timer.cancel()
+        self._inputs.append(self._deadline_timer)
         self._inputs.append(self.create_timer(float(p['diagnostics_period_s']),
                                               self._publish_diagnostics))
         self.get_logger().info(
@@ -174,7 +179,8 @@ class FusionBehaviour:
             else:
                 self.destroy_subscription(entity)
         self._inputs = []
-        self._disarm_deadline()
+        self._deadline_timer = None
+        self._armed_deadline_ns = None
         if getattr(self, 'backend', None) is not None:
             self.backend.deactivate()
 
@@ -312,22 +318,16 @@ class FusionBehaviour:
     def _arm_deadline(self) -> None:
         """A one-shot timer at the aligner's next deadline, so no frame waits past max_wait."""
         deadline = self.aligner.next_deadline_ns()
-        if deadline is None or deadline == self._armed_deadline_ns:
+        if (self._deadline_timer is None or deadline is None
+                or deadline == self._armed_deadline_ns):
             return
-        self._disarm_deadline()
-        delay_s = max(deadline - self._now_ns(), _MIN_TIMER_NS) / 1e9
-        self._deadline_timer = self.create_timer(delay_s, self._on_deadline)
+        self._deadline_timer.timer_period_ns = max(deadline - self._now_ns(), _MIN_TIMER_NS)
+        self._deadline_timer.reset()  # counts the new period from now, and un-cancels
         self._armed_deadline_ns = deadline
 
-    def _disarm_deadline(self) -> None:
-        if self._deadline_timer is not None:
-            self._deadline_timer.cancel()
-            self.destroy_timer(self._deadline_timer)
-        self._deadline_timer = None
-        self._armed_deadline_ns = None
-
     def _on_deadline(self) -> None:
-        self._disarm_deadline()
+        self._deadline_timer.cancel()
+        self._armed_deadline_ns = None
         self._poll()
 
     def _is_stale(self, age_ns: int) -> bool:

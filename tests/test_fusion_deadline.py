@@ -1,0 +1,51 @@
+"""fusion_node releases a frame at its max_wait deadline from a re-armed timer, not a poll."""
+
+import time
+
+import numpy as np
+import pytest
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.parameter import Parameter
+
+from fusion_nodes.core.fusion_inputs import SensorSample
+from fusion_nodes.nodes.fusion_node import FusionNode
+from tests.models.make_models import write_tiny_model
+
+pytestmark = pytest.mark.ros
+
+
+@pytest.fixture
+def ros():
+    rclpy.init()
+    yield
+    rclpy.try_shutdown()
+
+
+def test_a_frame_without_lidar_or_gps_leaves_at_its_max_wait_deadline(ros, tmp_path):
+    """A frame whose lidar and GPS never come leaves at arrival + max_wait."""
+    node = FusionNode(parameter_overrides=[
+        Parameter('model', value=str(write_tiny_model(tmp_path))),
+        Parameter('enable_overlay', value=False), Parameter('max_wait_ms', value=60.0),
+        Parameter('poll_period_ms', value=1000.0)])
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        shape = node.input_shapes['camera'][1:]
+        health = np.zeros(node.input_shapes['health'][-1], np.float32)
+        released = []
+        for k in range(3):  # one frame after another; each must leave on its own deadline
+            now = node.get_clock().now().nanoseconds
+            node._accept(node.tracks['camera'], SensorSample(
+                'camera', now, now, np.zeros(shape, np.float32), health, 0.0))
+            start, before = time.monotonic(), node.published
+            while node.published == before and time.monotonic() - start < 2.0:
+                executor.spin_once(timeout_sec=0.005)
+            released.append(time.monotonic() - start)
+        assert node.published == 3
+        # Never before the deadline (nothing better can be awaited sooner: no lidar or GPS
+        # has ever arrived), and long before the 1 s fallback poll.
+        assert all(0.055 <= s < 0.3 for s in released), released
+    finally:
+        executor.shutdown()
+        node.destroy_node()
