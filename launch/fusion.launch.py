@@ -13,7 +13,8 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from fusion_nodes.tools.node_set import default_params_file, node_specs, StackOptions
+from fusion_nodes.tools.node_set import (
+    default_params_file, node_specs, stack_arguments, StackOptions)
 
 _ARGUMENTS = {
     'backend': ('onnxruntime', 'onnxruntime | tensorrt | torch | auto'),
@@ -44,23 +45,10 @@ def _nodes(context):
     specs = node_specs(options)
     if _truthy(value['composed']):
         return [Node(package='fusion_nodes', executable='fusion_stack', name='fusion_stack',
-                     output='screen',
-                     arguments=['--params-file', params_file, *_stack_flags(options)])]
+                     output='screen', arguments=stack_arguments(options, params_file))]
     return [Node(package='fusion_nodes', executable=spec.executable, name=spec.name,
                  output='screen', parameters=[params_file, spec.parameters],
                  remappings=list(spec.remappings)) for spec in specs]
-
-
-def _stack_flags(options: StackOptions) -> list[str]:
-    flags = ['--backend', options.backend, '--model', options.model,
-             '--camera-topic', options.camera_topic,
-             '--camera-transport', options.camera_transport,
-             '--lidar-topic', options.lidar_topic, '--gps-topic', options.gps_topic]
-    if options.use_sim_time:
-        flags.append('--use-sim-time')
-    if not options.enable_overlay:
-        flags.append('--no-overlay')
-    return flags
 
 
 def generate_launch_description() -> LaunchDescription:

@@ -99,3 +99,12 @@ def test_diagnostics_name_the_failed_sensor(live):
         # Healthy sensors stay trusted nearly throughout. (The shipped model briefly distrusts
         # the demo's light lidar where walls stand close to the car: README, limitations.)
         assert active and active.count('OK') >= 0.8 * len(active)
+
+
+def test_composed_stack_fuses_nearly_every_camera_frame(bag, truth, tmp_path):
+    """The composed mode (one process, one executor) keeps up at camera rate too."""
+    run = run_live(LiveRunConfig(bag=bag, composed=True), log_dir=tmp_path)
+    assert run.nodes_alive_at_end, f'fusion_stack died; see {tmp_path}'
+    fused = set(_gates_by_stamp(run))
+    coverage = sum(1 for s in truth.camera_stamps if s in fused) / len(truth.camera_stamps)
+    assert coverage >= MIN_COVERAGE, f'{coverage:.3f} of camera frames fused'

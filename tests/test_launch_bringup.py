@@ -127,6 +127,10 @@ def test_composed_mode_runs_one_process_with_the_same_options(monkeypatch):
     assert _entry_points()['fusion_stack'] == 'fusion_nodes.tools.stack:main'
     arguments = launched[0].kwargs['arguments']
     assert arguments[arguments.index('--backend') + 1] == 'torch'
+    # fusion-bringup --composed starts the very same command line.
+    [(spec, command)] = node_commands(StackOptions(backend='torch'), composed=True)
+    assert spec.name == 'fusion_stack' and command[1:3] == ['-m', 'fusion_nodes.tools.stack']
+    assert command[3:] == arguments
 
 
 def test_every_yaml_section_is_a_node_in_the_set():

@@ -5,8 +5,9 @@ A nominal bag with the full lidar (32 x 1024 returns, over 20k valid points per 
 and replayed through the four node processes. Latency is a camera frame's arrival at the
 observer to the arrival of its fused output there (one clock). The same bag is then replayed
 faster until reference frames drop, to find the highest sustained rate factor. Real time is
-run twice: with config/fusion.yaml as shipped (max_wait_ms 33: a frame may wait for a nearer
-lidar scan or GPS fix) and latency-first (max_wait_ms 0: fused at once with what has arrived).
+run with config/fusion.yaml as shipped (max_wait_ms 33: a frame may wait for a nearer lidar
+scan or GPS fix) and latency-first (max_wait_ms 0: fused at once with what has arrived), each
+as a process per node and composed (every node in one process, as composed:=true).
 
 Targets (issue 6): p99 <= 15 ms at real time; 30 Hz with 0 dropped reference frames.
 """
@@ -68,11 +69,12 @@ def _cpu_sampler():
     return tick, percent
 
 
-def _run(bag: Path, rate: float, out: Path, params_file: Path | None = None, tag: str = ''):
+def _run(bag: Path, rate: float, out: Path, params_file: Path | None = None, tag: str = '',
+         composed: bool = False):
     from fusion_nodes.tools.bag_truth import load_bag_truth
     tick, percent = _cpu_sampler()
     run = run_live(LiveRunConfig(bag=bag, rate=rate, enable_overlay=True,
-                                 params_file=params_file),
+                                 params_file=params_file, composed=composed),
                    log_dir=out / f'rate_{rate:g}{tag}', on_tick=tick)
     stamps = load_bag_truth(bag).camera_stamps
     fused = {stamp for stamp, _ in run.observer.gates}
@@ -92,12 +94,15 @@ def run() -> None:
           f'(targets: p99 <= 15 ms, 0 dropped)')
     print('CPU per node (% of one core, after warm-up): '
           + ', '.join(f'{name} {value:.0f}' for name, value in sorted(cpu.items())))
-    fast_dropped, _, fast_latency, fast_cpu, _ = _run(
-        bag, 1.0, out, latency_first_params(out), tag='_latency_first')
-    p50, p99 = np.percentile(fast_latency, [50, 99]) if fast_latency else (float('nan'),) * 2
-    print(f'real time, latency-first (max_wait_ms 0): {fast_dropped} not fused; latency '
-          f'p50 {p50:.1f} ms, p99 {p99:.1f} ms; CPU fusion_node '
-          f"{fast_cpu.get('fusion_node', float('nan')):.0f} %")
+    fast = latency_first_params(out)
+    for label, params_file, composed in (('latency-first (max_wait_ms 0)', fast, False),
+                                         ('composed', None, True),
+                                         ('composed, latency-first', fast, True)):
+        tag = '_composed' * composed + '_latency_first' * (params_file is not None)
+        dropped, _, latency, cpu, _ = _run(bag, 1.0, out, params_file, tag, composed)
+        p50, p99 = np.percentile(latency, [50, 99]) if latency else (float('nan'),) * 2
+        print(f'real time, {label}: {dropped} not fused; latency p50 {p50:.1f} ms, '
+              f'p99 {p99:.1f} ms; CPU ' + ', '.join(f'{n} {v:.0f} %' for n, v in cpu.items()))
     sustained = 1.0 if dropped == 0 else 0.0
     for factor in RATES:
         dropped, total, latency, _, _ = _run(bag, factor, out)

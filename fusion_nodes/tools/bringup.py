@@ -16,7 +16,8 @@ import time
 
 from fusion_nodes.tools import dds_env
 from fusion_nodes.tools.node_set import (
-    default_params_file, node_specs, NodeSpec, ros_arguments, StackOptions)
+    default_params_file, node_specs, NodeSpec, ros_arguments, stack_arguments, STACK_SPEC,
+    StackOptions)
 
 
 @dataclass
@@ -64,19 +65,26 @@ class Stack:
 
 
 def node_commands(options: StackOptions, params_file: Path | None = None,
-                  only: tuple[str, ...] | None = None) -> list[tuple[NodeSpec, list[str]]]:
-    """The command line of each node process, as start_stack runs them."""
+                  only: tuple[str, ...] | None = None,
+                  composed: bool = False) -> list[tuple[NodeSpec, list[str]]]:
+    """The command line of each node process (one, fusion_stack, when composed)."""
     params_file = Path(params_file) if params_file else default_params_file()
+    if composed:
+        if only is not None:
+            raise ValueError('a node subset and the composed mode exclude each other')
+        return [(STACK_SPEC, [sys.executable, '-m', STACK_SPEC.module,
+                              *stack_arguments(options, params_file)])]
     return [(spec, [sys.executable, '-m', spec.module, *ros_arguments(spec, params_file)])
             for spec in node_specs(options) if only is None or spec.name in only]
 
 
 def start_stack(options: StackOptions, params_file: Path | None = None,
-                only: tuple[str, ...] | None = None, log_dir: Path | None = None) -> Stack:
-    """Start the node set (or the nodes named in only) as separate processes."""
+                only: tuple[str, ...] | None = None, log_dir: Path | None = None,
+                composed: bool = False) -> Stack:
+    """Start the node set (or the nodes named in only) as separate processes, or composed."""
     env = dds_env.isolated_env(os.environ)
     nodes = []
-    for spec, command in node_commands(options, params_file, only):
+    for spec, command in node_commands(options, params_file, only, composed):
         output = (open(log_dir / f'{spec.name}.log', 'w') if log_dir else None)
         process = subprocess.Popen(command, env=env, stdout=output,
                                    stderr=subprocess.STDOUT if output else None)
@@ -96,6 +104,8 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument('--use-sim-time', action='store_true')
     parser.add_argument('--no-overlay', action='store_true')
     parser.add_argument('--nodes', help='comma-separated subset, e.g. camera_node,lidar_node')
+    parser.add_argument('--composed', action='store_true',
+                        help='every node in one process (fusion_stack), as composed:=true')
     parser.add_argument('--log-dir', type=Path, help='write each node log to DIR/<node>.log')
     return parser
 
@@ -112,7 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.log_dir:
         args.log_dir.mkdir(parents=True, exist_ok=True)
     only = tuple(args.nodes.split(',')) if args.nodes else None
-    stack = start_stack(options_from_args(args), args.params_file, only, args.log_dir)
+    if args.composed and only is not None:
+        print('fusion-bringup: --nodes and --composed exclude each other', file=sys.stderr)
+        return 2
+    stack = start_stack(options_from_args(args), args.params_file, only, args.log_dir,
+                        args.composed)
     stopping = False
 
     def _stop(signum, frame):

@@ -47,6 +47,7 @@ class LiveRunConfig:
     settle_s: float = 1.5
     startup_timeout_s: float = 60.0
     params_file: Path | None = None
+    composed: bool = False
 
 
 @dataclass
@@ -82,7 +83,8 @@ def run_live(config: LiveRunConfig, log_dir: Path,
     stack = start_stack(StackOptions(backend=config.backend, model=config.model,
                                      camera_transport=transport,
                                      enable_overlay=config.enable_overlay),
-                        params_file=config.params_file, log_dir=log_dir)
+                        params_file=config.params_file, log_dir=log_dir,
+                        composed=config.composed)
     rclpy.init()
     observer = FusionObserver(camera_transport=transport)
     replay = None

@@ -63,6 +63,23 @@ def node_specs(options: StackOptions) -> list[NodeSpec]:
     ]
 
 
+# The composed mode: every node of node_specs in one process and one executor.
+STACK_SPEC = NodeSpec('fusion_stack', 'fusion_stack', 'fusion_nodes.tools.stack', '')
+
+
+def stack_arguments(options: StackOptions, params_file: Path) -> list[str]:
+    """fusion_stack's command-line flags for the same options and parameter file."""
+    flags = ['--params-file', str(params_file), '--backend', options.backend,
+             '--model', options.model, '--camera-topic', options.camera_topic,
+             '--camera-transport', options.camera_transport,
+             '--lidar-topic', options.lidar_topic, '--gps-topic', options.gps_topic]
+    if options.use_sim_time:
+        flags.append('--use-sim-time')
+    if not options.enable_overlay:
+        flags.append('--no-overlay')
+    return flags
+
+
 def ros_arguments(spec: NodeSpec, params_file: Path) -> list[str]:
     """The --ros-args a process needs to run spec exactly as the launch file would."""
     args = ['--ros-args', '-r', f'__node:={spec.name}', '--params-file', str(params_file)]
