@@ -316,7 +316,7 @@ class FusionBehaviour:
         self._arm_deadline()
 
     def _arm_deadline(self) -> None:
-        """A one-shot timer at the aligner's next deadline, so no frame waits past max_wait."""
+        """Set the deadline timer to the aligner's next deadline: no frame waits past max_wait."""
         deadline = self.aligner.next_deadline_ns()
         if (self._deadline_timer is None or deadline is None
                 or deadline == self._armed_deadline_ns):
