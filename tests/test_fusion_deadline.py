@@ -4,7 +4,6 @@ import time
 
 import numpy as np
 import pytest
-import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 
@@ -15,14 +14,7 @@ from tests.models.make_models import write_tiny_model
 pytestmark = pytest.mark.ros
 
 
-@pytest.fixture
-def ros():
-    rclpy.init()
-    yield
-    rclpy.try_shutdown()
-
-
-def test_a_frame_without_lidar_or_gps_leaves_at_its_max_wait_deadline(ros, tmp_path):
+def test_a_frame_without_lidar_or_gps_leaves_at_its_max_wait_deadline(rclpy_session, tmp_path):
     """A frame whose lidar and GPS never come leaves at arrival + max_wait."""
     node = FusionNode(parameter_overrides=[
         Parameter('model', value=str(write_tiny_model(tmp_path))),

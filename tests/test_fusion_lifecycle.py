@@ -5,7 +5,6 @@ without killing the process."""
 from pathlib import Path
 
 import pytest
-import rclpy
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 
@@ -13,13 +12,6 @@ from fusion_nodes.nodes.fusion_node import ManagedFusionNode
 from tests.models.make_models import write_tiny_model
 
 pytestmark = pytest.mark.ros
-
-
-@pytest.fixture
-def ros():
-    rclpy.init()
-    yield
-    rclpy.try_shutdown()
 
 
 def _node(model: Path) -> ManagedFusionNode:
@@ -31,7 +23,7 @@ def _topics_subscribed(node) -> set[str]:
     return {sub.topic_name for sub in node.subscriptions}
 
 
-def test_transitions_start_and_stop_input_and_inference(ros, tmp_path):
+def test_transitions_start_and_stop_input_and_inference(rclpy_session, tmp_path):
     node = _node(write_tiny_model(tmp_path))
     try:
         assert node.backend is None and not _topics_subscribed(node)
@@ -54,7 +46,7 @@ def test_transitions_start_and_stop_input_and_inference(ros, tmp_path):
         node.destroy_node()
 
 
-def test_bad_model_fails_configure_and_the_node_stays_up(ros, tmp_path):
+def test_bad_model_fails_configure_and_the_node_stays_up(rclpy_session, tmp_path):
     node = _node(tmp_path / 'missing.json')
     try:
         assert node.trigger_configure() == TransitionCallbackReturn.FAILURE

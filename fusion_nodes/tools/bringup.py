@@ -122,11 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.log_dir:
         args.log_dir.mkdir(parents=True, exist_ok=True)
     only = tuple(args.nodes.split(',')) if args.nodes else None
-    if args.composed and only is not None:
-        print('fusion-bringup: --nodes and --composed exclude each other', file=sys.stderr)
+    try:
+        stack = start_stack(options_from_args(args), args.params_file, only, args.log_dir,
+                            args.composed)
+    except ValueError as error:  # e.g. --nodes with --composed
+        print(f'fusion-bringup: {error}', file=sys.stderr)
         return 2
-    stack = start_stack(options_from_args(args), args.params_file, only, args.log_dir,
-                        args.composed)
     stopping = False
 
     def _stop(signum, frame):
