@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 
 import numpy as np
+import pytest
 
 from fusion_nodes.core.geodesy import EnuFrame, geodetic_to_ecef
 from fusion_nodes.core.gps import GpsTracker, GpsTrackerConfig
@@ -36,7 +37,7 @@ def test_enu_round_trip_and_scale():
         np.testing.assert_allclose(frame.to_enu(*frame.to_geodetic(point)), point, atol=1e-6)
 
 
-def _drive(tracker, velocity, steps, noise=0.3, jump_at=None, seed=0):
+def _drive(tracker, velocity, steps, noise=0.3, jump_at=None, seed=0, step_from=None):
     frame = EnuFrame(*ORIGIN)
     rng = np.random.default_rng(seed)
     samples = []
@@ -45,6 +46,8 @@ def _drive(tracker, velocity, steps, noise=0.3, jump_at=None, seed=0):
         enu += rng.normal(0.0, noise, 3)
         if jump_at is not None and k == jump_at:
             enu[0] += 25.0
+        if step_from is not None and k >= step_from:
+            enu[1] += 15.0
         samples.append(tracker.update(Fix(k * 100_000_000, *frame.to_geodetic(enu))))
     return samples
 
@@ -64,6 +67,38 @@ def test_multipath_jump_is_flagged_and_not_followed():
     assert samples[40].jump and samples[40].health[2] == 1.0
     assert not any(s.jump for s in samples[:40] + samples[41:])
     np.testing.assert_allclose(samples[41].velocity_enu, [5.0, 0.0], atol=0.6)
+    # The multipath health holds for jump_hold_s (3 s) after the jump, falling linearly.
+    multipath = [s.health[2] for s in samples]
+    assert multipath[:40] == [0.0] * 40
+    assert abs(multipath[55] - 0.5) < 1e-6 and multipath[59] > 0.3
+
+
+def test_multipath_health_is_zero_again_after_the_hold():
+    samples = _drive(GpsTracker(GpsTrackerConfig(origin=ORIGIN, jump_hold_s=1.0)), (5.0, 0.0),
+                     60, jump_at=20)
+    assert samples[25].health[2] > 0.0 and samples[30].health[2] == 0.0
+
+
+def test_persistent_offset_reanchors_position_and_keeps_velocity():
+    # A reflected solution 15 m north from fix 40 on: rejected, then followed from the 5th.
+    samples = _drive(GpsTracker(GpsTrackerConfig(origin=ORIGIN)), (5.0, 0.0), 80, step_from=40)
+    assert [s.jump for s in samples[40:46]] == [True] * 5 + [False]
+    assert not any(s.jump for s in samples[46:])
+    np.testing.assert_allclose(samples[44].position_enu[1], 15.0, atol=1.5)
+    for s in samples[44:]:
+        np.testing.assert_allclose(s.velocity_enu, [5.0, 0.0], atol=0.8)
+
+
+def test_config_from_params_and_bad_hold():
+    params = {'origin_from_first_fix': False, 'origin_latitude': ORIGIN[0],
+              'origin_longitude': ORIGIN[1], 'origin_altitude': ORIGIN[2],
+              'default_sigma_m': 4.0, 'jump_gate_chi2': 9.0, 'stale_after_s': 1.0,
+              'jump_hold_s': 2.0}
+    cfg = GpsTrackerConfig.from_params(params)
+    assert cfg.origin == ORIGIN and cfg.jump_gate_chi2 == 9.0 and cfg.jump_hold_s == 2.0
+    assert GpsTrackerConfig.from_params({**params, 'origin_from_first_fix': True}).origin is None
+    with pytest.raises(ValueError, match='jump_hold_s'):
+        GpsTrackerConfig(jump_hold_s=0.0)
 
 
 def test_no_fix_and_outage_age():

@@ -1,5 +1,7 @@
 """The three sensor nodes in-process over real DDS: outputs, no skew, rejections, diagnostics."""
 
+from types import SimpleNamespace
+
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry
 import numpy as np
@@ -15,11 +17,13 @@ from fusion_nodes import conversions
 from fusion_nodes.core.camera import preprocess_camera
 from fusion_nodes.core.config import CameraPreprocessConfig, PillarConfig
 from fusion_nodes.core.geodesy import EnuFrame
+from fusion_nodes.core.gps import GpsTracker, GpsTrackerConfig
 from fusion_nodes.core.lidar import lidar_points_to_base, pillarize
 from fusion_nodes.nodes.camera_node import CameraNode
-from fusion_nodes.nodes.gps_node import GpsNode
+from fusion_nodes.nodes.gps_node import assess_gps, GpsNode
 from fusion_nodes.nodes.health_msg import parse_health_msg
 from fusion_nodes.nodes.lidar_node import LidarNode
+from fusion_nodes.nodes.sensor_node import OK, WARN
 from tests.ros_helpers import Collector, spin_until
 
 pytestmark = pytest.mark.ros
@@ -220,3 +224,19 @@ def test_gps_node_publishes_enu_odometry_and_flags_no_fix(graph):
     bad = NavSatFix(header=_header(6, frame='gps'), latitude=123.0, longitude=0.0)
     pub.publish(bad)
     assert spin_until(executor, lambda: gps.rejections.total == 1, 5.0)
+
+
+def test_gps_diagnostics_follow_a_multipath_episode():
+    tracker = GpsTracker(GpsTrackerConfig(origin=(47.0, 8.0, 400.0), jump_hold_s=1.0))
+    frame = EnuFrame(47.0, 8.0, 400.0)
+    messages = []
+    for k in range(40):
+        east = 2.0 * k * 0.1 + (30.0 if k == 20 else 0.0)
+        fix = SimpleNamespace(stamp_ns=k * 100_000_000, status=0, covariance_type=2,
+                              position_covariance=(0.04, 0, 0, 0, 0.04, 0, 0, 0, 0.1))
+        fix.latitude, fix.longitude, fix.altitude = frame.to_geodetic([east, 0.0, 0.0])
+        messages.append(assess_gps(tracker.update(fix)))
+    assert messages[19] == (OK, 'ok')
+    assert messages[20] == (WARN, 'position jump rejected (multipath?)')
+    assert messages[21] == messages[29] == (WARN, 'recent position jumps (multipath?)')
+    assert messages[30] == (OK, 'ok')

@@ -63,3 +63,12 @@ def test_truncated_metadata_is_refused(tmp_path):
 def test_negative_cpu_threads_is_refused():
     result = _run_fusion_node('-p', 'cpu_threads:=-2')
     assert result.returncode == 2 and 'cpu_threads' in result.stderr
+
+
+def test_gps_node_refuses_a_non_positive_jump_hold():
+    result = subprocess.run(
+        [sys.executable, '-m', 'fusion_nodes.nodes.gps_node', '--ros-args',
+         '-p', 'jump_hold_s:=0.0'],
+        env=dds_env.isolated_env(os.environ), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert 'startup failed' in result.stderr and 'jump_hold_s' in result.stderr

@@ -4,11 +4,15 @@ A constant-velocity Kalman filter on east/north turns noisy fixes into a velocit
 the innovation that flags multipath jumps (squared Mahalanobis distance against a chi-square
 gate, rather than robot_localization's disabled-by-default threshold). A jumped fix is
 reported and flagged but never folded into the state, so one spike can't drag the track;
-persistent disagreement re-anchors the filter after a few fixes.
+persistent disagreement re-anchors the position after a few fixes and keeps the velocity (a
+receiver that settles on a reflected solution jumps in position, not in speed). Multipath
+comes in episodes, so the 'multipath' health feature decays linearly over jump_hold_s after
+the last rejected fix instead of marking that fix alone.
 """
 
 from dataclasses import dataclass
 import math
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -17,7 +21,7 @@ from fusion_nodes.core.geodesy import EnuFrame
 
 GPS_FEATURES = ('speed', 'course_rate', 'velocity_east', 'velocity_north', 'sigma_h',
                 'status', 'dt', 'valid')
-GPS_HEALTH_FEATURES = ('fix_valid', 'sigma_h', 'jump', 'age')
+GPS_HEALTH_FEATURES = ('fix_valid', 'sigma_h', 'multipath', 'age')
 STATUS_NO_FIX = -1
 COVARIANCE_TYPE_UNKNOWN = 0
 
@@ -33,6 +37,23 @@ class GpsTrackerConfig:
     reanchor_after: int = 5
     stale_after_s: float = 2.0
     min_course_speed: float = 1.0
+    jump_hold_s: float = 3.0
+
+    def __post_init__(self) -> None:
+        if self.jump_hold_s <= 0.0 or self.stale_after_s <= 0.0:
+            raise ValueError('jump_hold_s and stale_after_s must be positive')
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> 'GpsTrackerConfig':
+        """The config gps_node's parameters describe (origin_from_first_fix: origin None)."""
+        origin = None
+        if not params['origin_from_first_fix']:
+            origin = (float(params['origin_latitude']), float(params['origin_longitude']),
+                      float(params['origin_altitude']))
+        return cls(origin=origin, default_sigma_m=float(params['default_sigma_m']),
+                   jump_gate_chi2=float(params['jump_gate_chi2']),
+                   stale_after_s=float(params['stale_after_s']),
+                   jump_hold_s=float(params['jump_hold_s']))
 
 
 @dataclass(frozen=True)
@@ -67,6 +88,7 @@ class GpsTracker:
         self._last_valid_stamp: int | None = None
         self._course: float | None = None
         self._jumps_in_row = 0
+        self._last_jump_stamp: int | None = None
 
     def update(self, fix) -> GpsSample:
         """Process one fix; a stamp at or before the previous one resets the track first."""
@@ -96,6 +118,8 @@ class GpsTracker:
         else:
             self._predict(dt)
             jump = self._correct(enu[:2], measurement_cov[:2, :2])
+        if jump:
+            self._last_jump_stamp = stamp
         self._last_valid_stamp = stamp
         return self._sample(stamp, True, jump, enu, measurement_cov, dt, fix.status)
 
@@ -126,9 +150,11 @@ class GpsTracker:
             self._jumps_in_row += 1
             if self._jumps_in_row < self._cfg.reanchor_after:
                 return True
-            # The world moved, not the fix: the receiver settled on a new solution.
-            self._state = np.array([position[0], position[1], 0.0, 0.0])
-            self._cov = np.diag([measurement_cov[0, 0], measurement_cov[1, 1], 25.0, 25.0])
+            # The receiver settled on a new solution: follow its position, keep the speed.
+            self._state[:2] = position
+            self._cov[:2, :] = 0.0
+            self._cov[:, :2] = 0.0
+            self._cov[0, 0], self._cov[1, 1] = measurement_cov[0, 0], measurement_cov[1, 1]
             self._jumps_in_row = 0
             return True
         self._jumps_in_row = 0
@@ -161,13 +187,17 @@ class GpsTracker:
             age = cfg.stale_after_s
         else:
             age = (stamp - self._last_valid_stamp) / NS_PER_S
+        multipath = 0.0
+        if self._last_jump_stamp is not None:
+            since_jump = (stamp - self._last_jump_stamp) / NS_PER_S
+            multipath = max(0.0, 1.0 - since_jump / cfg.jump_hold_s)
         features = np.array([
             speed / 20.0, np.clip(course_rate, -2.0, 2.0), velocity[0] / 20.0,
             velocity[1] / 20.0, min(sigma_h / 10.0, 1.0), (status + 1) / 3.0, min(dt, 1.0),
             1.0 if valid else 0.0,
         ], dtype=np.float32)
         health = np.array([
-            1.0 if valid else 0.0, min(sigma_h / 10.0, 1.0), 1.0 if jump else 0.0,
+            1.0 if valid else 0.0, min(sigma_h / 10.0, 1.0), multipath,
             min(age / cfg.stale_after_s, 1.0),
         ], dtype=np.float32)
         return GpsSample(stamp, valid, jump, np.asarray(enu, dtype=np.float64), velocity, cov,

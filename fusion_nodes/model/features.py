@@ -93,14 +93,7 @@ class GpsExtractor:
     """gps_node's processing: navsatfix_to_fix, GpsTracker (ENU origin at the first fix)."""
 
     def __init__(self, params: dict = GPS_PARAMS) -> None:
-        origin = None
-        if not params['origin_from_first_fix']:
-            origin = (float(params['origin_latitude']), float(params['origin_longitude']),
-                      float(params['origin_altitude']))
-        self.tracker = GpsTracker(GpsTrackerConfig(
-            origin=origin, default_sigma_m=float(params['default_sigma_m']),
-            jump_gate_chi2=float(params['jump_gate_chi2']),
-            stale_after_s=float(params['stale_after_s'])))
+        self.tracker = GpsTracker(GpsTrackerConfig.from_params(params))
 
     def update(self, msg) -> SensorFeatures:
         sample = self.tracker.update(conversions.navsatfix_to_fix(msg))

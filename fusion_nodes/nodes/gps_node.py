@@ -20,11 +20,13 @@ from fusion_nodes.nodes.sensor_node import ERROR, OK, RELIABLE_OUTPUT, SensorNod
 
 def assess_gps(sample: GpsSample) -> tuple[int, str]:
     """Diagnostic level and message for one processed fix."""
-    fix_valid, sigma_h, jump, age = (float(v) for v in sample.health)
+    fix_valid, sigma_h, multipath, age = (float(v) for v in sample.health)
     if not fix_valid:
         return ERROR, 'no fix'
-    if jump:
+    if sample.jump:
         return WARN, 'position jump rejected (multipath?)'
+    if multipath > 0.0:
+        return WARN, 'recent position jumps (multipath?)'
     if sigma_h >= 0.5:
         return WARN, 'poor accuracy (sigma >= 5 m)'
     return OK, 'ok'
@@ -36,13 +38,7 @@ class GpsNode(SensorNode):
     def __init__(self, **kwargs) -> None:
         super().__init__('gps_node', 'gps', GPS_PARAMS, GPS_HEALTH_FEATURES, **kwargs)
         p = self.params
-        origin = None
-        if not p['origin_from_first_fix']:
-            origin = (float(p['origin_latitude']), float(p['origin_longitude']),
-                      float(p['origin_altitude']))
-        self.tracker = GpsTracker(GpsTrackerConfig(
-            origin=origin, default_sigma_m=float(p['default_sigma_m']),
-            jump_gate_chi2=float(p['jump_gate_chi2']), stale_after_s=float(p['stale_after_s'])))
+        self.tracker = GpsTracker(GpsTrackerConfig.from_params(p))
         # The aligner's motion signature: speed from a fit through the last second of raw
         # fixes, not the Kalman velocity, whose lag would shift it in time.
         self.speed_track = GpsSpeedTrack()
