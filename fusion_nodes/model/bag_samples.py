@@ -90,6 +90,12 @@ class _Stream:
         self.health.append(health)
 
 
+def _flags_at(times: np.ndarray, values: list[np.ndarray], t: int) -> np.ndarray:
+    """The /gt/failures flags in force at true time t (none before the first message)."""
+    f = int(np.searchsorted(times, t, side='right')) - 1
+    return values[f] if f >= 0 else np.zeros(len(SENSORS), np.uint8)
+
+
 def _capture_times(stream: _Stream, topic: str, captures: dict) -> np.ndarray:
     missing = [s for s in stream.stamps if (topic, s) not in captures]
     if missing:
@@ -176,6 +182,7 @@ def _pair(streams, capture, bev_by_capture, ego_times, ego_values, failure_times
         health = np.zeros((len(SENSORS), 4), np.float32)
         available = np.zeros(len(SENSORS), np.float32)
         gaps = np.full(len(SENSORS), -1, np.int64)
+        sample_offsets = np.zeros(len(SENSORS), np.int64)
         health[0] = streams['camera'].health[k]
         available[0] = 1.0
         gaps[0] = 0
@@ -189,17 +196,20 @@ def _pair(streams, capture, bev_by_capture, ego_times, ego_values, failure_times
             gap = abs(int(sorted_capture[sensor][j]) - int(t))
             if gap > pairing.stale_ns:
                 continue
+            sample_offsets[s_index] = int(sorted_capture[sensor][j]) - int(t)
             original = int(order[sensor][j])
             inputs[sensor] = streams[sensor].features[original]
             health[s_index] = streams[sensor].health[original]
             available[s_index] = 1.0
             gaps[s_index] = gap
         e = _nearest(ego_times, int(t))
-        failed = np.zeros(len(SENSORS), np.uint8)
-        if failure_times.size:
-            f = int(np.searchsorted(failure_times, t, side='right')) - 1
-            if f >= 0:
-                failed = failure_values[f]
+        # A sensor's flag describes the sample it delivered: a scan captured just before the
+        # rain starts, or the last fix before a tunnel, is healthy data.
+        failed = _flags_at(failure_times, failure_values, int(t)).copy()
+        for s_index, sensor in ((1, 'lidar'), (2, 'gps')):
+            if available[s_index]:
+                failed[s_index] = _flags_at(failure_times, failure_values,
+                                            int(t) + int(sample_offsets[s_index]))[s_index]
         for name, value in (('camera', inputs['camera']), ('lidar', inputs['lidar']),
                             ('gps', inputs['gps']), ('health', health),
                             ('available', available), ('bev', bev), ('ego', ego_values[e]),
