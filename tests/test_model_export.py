@@ -71,6 +71,31 @@ def test_onnxruntime_matches_torch(exported, available):
         np.testing.assert_allclose(a, b.numpy(), atol=1e-4, rtol=0, err_msg=name)
 
 
+def test_gate_floor_exports_and_matches_torch(tmp_path):
+    torch.manual_seed(0)
+    model = build_model().eval()
+    feed = example_inputs(model, seed=7)
+    with torch.no_grad():
+        gates = model(*(torch.from_numpy(feed[name]) for name in INPUT_NAMES))[3][0]
+    ordered = gates.sort().values
+    # The floor drops the lowest gate and keeps the others.
+    floor = float(ordered[0] + ordered[1]) / 2.0
+    floored = build_model({'architecture': {'gate_floor': floor}}).eval()
+    floored.load_state_dict(model.state_dict())
+    json_path = write_model(floored, tmp_path, 'floored', '0.0-test',
+                            {'data_sha256': 'none', 'seeds': [], 'epochs': 0})
+    data = (tmp_path / 'floored.onnx').read_bytes()
+    check_onnx_graph(data)
+    session = ort.InferenceSession(data, providers=['CPUExecutionProvider'])
+    ort_out = dict(zip(OUTPUT_NAMES, session.run(list(OUTPUT_NAMES), feed)))
+    assert ort_out['gates'][0, int(gates.argmin())] == 0.0
+    with torch.no_grad():
+        torch_out = floored(*(torch.from_numpy(feed[name]) for name in INPUT_NAMES))
+    for name, b in zip(OUTPUT_NAMES, torch_out):
+        np.testing.assert_allclose(ort_out[name], b.numpy(), atol=1e-4, rtol=0, err_msg=name)
+    assert json.loads(json_path.read_text())['architecture']['gate_floor'] == floor
+
+
 def test_metadata_describes_the_files_and_rebuilds_the_model(exported):
     model, json_path = exported
     metadata = json.loads(json_path.read_text())

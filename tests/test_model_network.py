@@ -87,9 +87,48 @@ def test_fixed_gates_equal_availability():
     assert gates.tolist() == [[1.0, 0.0, 1.0]]
 
 
+def _floored_pair(seed: int = 4) -> tuple[GatedFusionNet, GatedFusionNet, dict, torch.Tensor]:
+    """A soft-gated model, its twin with a floor between its lowest and other gates."""
+    torch.manual_seed(0)
+    soft = GatedFusionNet().eval()
+    inputs = _inputs(seed=seed)
+    with torch.no_grad():
+        gates = soft(**inputs)[3][0]
+    ordered = gates.sort().values
+    floor = float(ordered[0] + ordered[1]) / 2.0
+    floored = GatedFusionNet(cfg=NetworkConfig(gate_floor=floor)).eval()
+    floored.load_state_dict(soft.state_dict())
+    return soft, floored, inputs, gates
+
+
+def test_gate_floor_drops_a_low_gate_as_if_the_sensor_were_missing():
+    soft, floored, inputs, gates = _floored_pair()
+    low = int(gates.argmin())
+    with torch.no_grad():
+        out = floored(**inputs)
+        missing = inputs['available'].clone()
+        missing[0, low] = 0.0
+        reference = soft(**dict(inputs, available=missing))
+    assert out[3][0, low].item() == 0.0
+    kept = [k for k in range(3) if k != low]
+    torch.testing.assert_close(out[3][0, kept], gates[kept])
+    for a, b in zip(out, reference):
+        torch.testing.assert_close(a, b)
+
+
+def test_gate_floor_is_inactive_while_training():
+    soft, floored, inputs, gates = _floored_pair()
+    floored.train()
+    with torch.no_grad():
+        training_gates = floored.forward_all(**inputs)['gates'][0]
+    torch.testing.assert_close(training_gates, gates)
+
+
 def test_bad_architecture_is_rejected():
     with pytest.raises(ValueError, match='gate_mode'):
         NetworkConfig(gate_mode='sometimes')
+    with pytest.raises(ValueError, match='gate_floor'):
+        NetworkConfig(gate_floor=1.0)
     with pytest.raises(ValueError, match='unknown architecture'):
         NetworkConfig.from_dict({'depth': 3})
 

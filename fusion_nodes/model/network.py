@@ -43,6 +43,10 @@ class NetworkConfig:
     # Feeds the constant camera-footprint mask to the fused head too, so the positional prior
     # it carries survives when the camera is gated off (it is no camera evidence).
     mask_in_head: bool = False
+    # At inference a learned gate below this drops its sensor outright (gate 0), so a sensor
+    # the gate distrusts cannot leak a few percent of itself into the result. Training keeps
+    # the soft gate, whose gradient it needs.
+    gate_floor: float = 0.0
 
     def __post_init__(self) -> None:
         if self.gate_mode not in GATE_MODES:
@@ -51,6 +55,8 @@ class NetworkConfig:
             raise ValueError('lift_heights_m needs at least one height')
         if min(self.camera_channels) <= 0 or self.bev_channels <= 0:
             raise ValueError('channel counts must be positive')
+        if not 0.0 <= self.gate_floor < 1.0:
+            raise ValueError(f'gate_floor must be in [0, 1), got {self.gate_floor}')
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,6 +73,11 @@ class NetworkConfig:
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1), nn.ReLU())
+
+
+def _step(x: torch.Tensor) -> torch.Tensor:
+    """1 where x > 1e-6, 0 where x <= 0, in Sub/Mul/Clip ops that TensorRT parses."""
+    return torch.clamp(x * 1e6, 0.0, 1.0)
 
 
 class _Gate(nn.Module):
@@ -156,6 +167,8 @@ class GatedFusionNet(nn.Module):
         for k, (net, features) in enumerate(zip(gate_nets, pooled)):
             avail = available[:, k:k + 1]
             gate, logit = net(features, health[:, k], avail)
+            if self.cfg.gate_floor > 0.0 and not self.training:
+                gate = gate * _step(gate - self.cfg.gate_floor)
             gates.append(avail if self.cfg.gate_mode == 'fixed' else gate)
             logits.append(logit)
         if gate_override is not None:

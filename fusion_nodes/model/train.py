@@ -28,7 +28,9 @@ from fusion_nodes.model.network import GatedFusionNet, NetworkConfig
 from fusion_nodes.model.predict import INPUT_KEYS, predict
 
 MODEL_NAME = 'gated_fusion'
-MODEL_VERSION = '1.0.0'
+MODEL_VERSION = '1.1.0'
+# Gates under 0.1 drop their sensor at inference (see NetworkConfig.gate_floor).
+GATE_FLOOR = 0.1
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,8 @@ def train_model(samples: dict[str, np.ndarray], cfg: TrainConfig,
     torch.set_num_threads(cfg.threads)
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    arch = arch or NetworkConfig(gate_mode=cfg.gate_mode, mask_in_head=True)
+    arch = arch or NetworkConfig(gate_mode=cfg.gate_mode, mask_in_head=True,
+                                 gate_floor=GATE_FLOOR)
     # channels_last lets oneDNN pick its fast convolution kernels: about 1.4x per step here.
     model = GatedFusionNet(cfg=arch).to(memory_format=torch.channels_last)
     weights = class_weights(samples['bev'], len(SEMANTIC_CLASSES))
