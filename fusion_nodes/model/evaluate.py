@@ -169,7 +169,32 @@ def acceptance(results: dict[str, dict]) -> dict:
                     and (v['healthy_frames'] == 0 or v['healthy'] > GATE_HEALTHY_MIN)
                     for v in pooled.values()),
         'per_sensor': pooled}
+    checks['gates_single_failure'] = _single_failure_gates(results)
     return checks
+
+
+def _single_failure_gates(results: dict[str, dict]) -> dict:
+    """The gate targets in each scenario where exactly one sensor fails, as the transfer check.
+
+    A sensor that delivered nothing while failed has no failed frames: its gate was 0 by
+    availability, which passes.
+    """
+    scenarios = {}
+    for name, result in results.items():
+        failed = failed_sensors(result)
+        if len(failed) != 1:
+            continue
+        gates = result['gates']
+        bad = gates[failed[0]]
+        others = {s: g['healthy'] for s, g in gates.items()
+                  if s != failed[0] and g['healthy_frames']}
+        scenarios[name] = {
+            'failed': failed[0], 'failed_gate': bad['failed'],
+            'failed_frames': bad['failed_frames'], 'healthy_gates': others,
+            'pass': (bad['failed_frames'] == 0 or bad['failed'] < GATE_FAILED_MAX)
+            and all(v > GATE_HEALTHY_MIN for v in others.values())}
+    return {'pass': bool(scenarios) and all(v['pass'] for v in scenarios.values()),
+            'scenarios': scenarios}
 
 
 def _method_table(results: dict[str, dict], key: str) -> list[str]:
