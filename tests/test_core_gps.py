@@ -67,10 +67,10 @@ def test_multipath_jump_is_flagged_and_not_followed():
     assert samples[40].jump and samples[40].health[2] == 1.0
     assert not any(s.jump for s in samples[:40] + samples[41:])
     np.testing.assert_allclose(samples[41].velocity_enu, [5.0, 0.0], atol=0.6)
-    # The multipath health holds for jump_hold_s (3 s) after the jump, falling linearly.
+    # The multipath health holds for jump_hold_s (2 s) after the jump, falling linearly.
     multipath = [s.health[2] for s in samples]
     assert multipath[:40] == [0.0] * 40
-    assert abs(multipath[55] - 0.5) < 1e-6 and multipath[59] > 0.3
+    assert abs(multipath[50] - 0.5) < 1e-6 and multipath[59] > 0.0
 
 
 def test_multipath_health_is_zero_again_after_the_hold():

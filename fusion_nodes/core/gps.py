@@ -37,7 +37,7 @@ class GpsTrackerConfig:
     reanchor_after: int = 5
     stale_after_s: float = 2.0
     min_course_speed: float = 1.0
-    jump_hold_s: float = 3.0
+    jump_hold_s: float = 2.0
 
     def __post_init__(self) -> None:
         if self.jump_hold_s <= 0.0 or self.stale_after_s <= 0.0:

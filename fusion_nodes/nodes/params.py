@@ -49,7 +49,7 @@ GPS_PARAMS = {
     'origin_altitude': 0.0,
     'default_sigma_m': 5.0,
     'jump_gate_chi2': 13.8,
-    'jump_hold_s': 3.0,
+    'jump_hold_s': 2.0,
     'stale_after_s': 2.0,
     'odom_frame': 'map',
 }
