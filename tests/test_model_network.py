@@ -116,6 +116,18 @@ def test_gate_floor_drops_a_low_gate_as_if_the_sensor_were_missing():
         torch.testing.assert_close(a, b)
 
 
+def test_gate_loss_reaches_the_gate_mlps_but_not_the_encoders():
+    torch.manual_seed(0)
+    model = GatedFusionNet().train()
+    model.forward_all(**_inputs(seed=5))['gate_logits'].sum().backward()
+    for encoder in (model.camera_stem, model.camera_encoder, model.lidar_encoder,
+                    model.gps_encoder):
+        assert all(p.grad is None for p in encoder.parameters())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0
+               for gate in (model.camera_gate, model.lidar_gate, model.gps_gate)
+               for p in gate.parameters())
+
+
 def test_gate_floor_is_inactive_while_training():
     soft, floored, inputs, gates = _floored_pair()
     floored.train()

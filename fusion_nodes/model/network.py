@@ -3,7 +3,7 @@
 Intermediate fusion in the BEV grid. The camera CNN's feature map is lifted into the grid by
 sampling it where each cell centre projects (constant GridSample grids, one per height); the
 lidar encoder runs on the pillar pseudo-image; a small MLP encodes the GPS ego features. Each
-sensor gets one sigmoid gate from its pooled features, its health features and its
+sensor gets one sigmoid gate from its pooled features (detached), its health features and its
 availability bit, multiplied by that bit so a missing sensor's gate is exactly 0. The BEV
 features are fused GMU-style as a gate-weighted mean, so a gated-off sensor contributes
 nothing and a lone sensor passes through unscaled; the ego-velocity head sees GPS only
@@ -166,7 +166,9 @@ class GatedFusionNet(nn.Module):
         gates, logits = [], []
         for k, (net, features) in enumerate(zip(gate_nets, pooled)):
             avail = available[:, k:k + 1]
-            gate, logit = net(features, health[:, k], avail)
+            # Detached: the gate loss trains the gate MLPs alone and cannot reshape the
+            # features the BEV and ego heads are built on.
+            gate, logit = net(features.detach(), health[:, k], avail)
             if self.cfg.gate_floor > 0.0 and not self.training:
                 gate = gate * _step(gate - self.cfg.gate_floor)
             gates.append(avail if self.cfg.gate_mode == 'fixed' else gate)
