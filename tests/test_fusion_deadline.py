@@ -41,3 +41,25 @@ def test_a_frame_without_lidar_or_gps_leaves_at_its_max_wait_deadline(rclpy_sess
     finally:
         executor.shutdown()
         node.destroy_node()
+
+
+def test_outputs_before_the_first_camera_frame_keep_the_sensors_clock(rclpy_session, tmp_path):
+    """Lidar alone, stamped a year before the node clock: the fallback output follows it."""
+    node = FusionNode(parameter_overrides=[
+        Parameter('model', value=str(write_tiny_model(tmp_path))),
+        Parameter('enable_overlay', value=False), Parameter('poll_period_ms', value=1000.0)])
+    try:
+        now = node.get_clock().now().nanoseconds
+        year = 365 * 86400 * 10**9
+        lidar = np.zeros(node.input_shapes['lidar'][1:], np.float32)
+        health = np.zeros(node.input_shapes['health'][-1], np.float32)
+        node._accept(node.tracks['lidar'], SensorSample(
+            'lidar', now - year, now, lidar, health, 0.0))
+        assert node._camera_clock_ns(now + 10_000_000) == now - year + 10_000_000
+        camera = np.zeros(node.input_shapes['camera'][1:], np.float32)
+        node._accept(node.tracks['camera'], SensorSample(
+            'camera', now - 2 * year, now + 5, camera, health, 0.0))
+        # Once the camera has spoken, its clock rules.
+        assert node._camera_clock_ns(now + 10_000_005) == now - 2 * year + 10_000_000
+    finally:
+        node.destroy_node()

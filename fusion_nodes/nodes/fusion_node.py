@@ -353,11 +353,17 @@ class FusionBehaviour:
         self._fuse(self._camera_clock_ns(now), samples, now)
 
     def _camera_clock_ns(self, now: int) -> int:
-        """now in the camera's stamp clock, so fallback outputs continue its time line."""
-        camera = self.tracks['camera']
-        if camera.last_sample is None:
+        """now in the camera's stamp clock, so fallback outputs continue its time line.
+
+        Before the first camera frame it is the clock of the sensor heard from last: the node
+        clock can be far from the sensors' stamps (a bag replayed without /clock).
+        """
+        heard = [t.last_sample for t in self.tracks.values() if t.last_sample is not None]
+        if not heard:
             return now
-        return camera.last_sample.stamp_ns + (now - camera.last_sample.arrival_ns)
+        camera = self.tracks['camera'].last_sample
+        anchor = camera if camera is not None else max(heard, key=lambda s: s.arrival_ns)
+        return anchor.stamp_ns + (now - anchor.arrival_ns)
 
     def _fuse(self, stamp_ns: int, samples: dict[str, SensorSample | None], now: int) -> None:
         start = time.perf_counter()
