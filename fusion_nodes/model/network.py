@@ -76,7 +76,7 @@ def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 
 
 def _step(x: torch.Tensor) -> torch.Tensor:
-    """1 where x > 1e-6, 0 where x <= 0, in Sub/Mul/Clip ops that TensorRT parses."""
+    """1 where x >= 1e-6, 0 where x <= 0, in Mul and Clip ops that TensorRT parses."""
     return torch.clamp(x * 1e6, 0.0, 1.0)
 
 
