@@ -145,7 +145,8 @@ class FusionBehaviour:
         self._last_output_ns: int | None = None
         self._overlay_images: dict[int, object] = {}
         self._overlay_count = 0
-        self._inputs: list = []
+        self._input_subscriptions: list = []
+        self._input_timers: list = []
         self._deadline_timer = None
         self._armed_deadline_ns: int | None = None
         self._overlay_input_type()
@@ -158,27 +159,26 @@ class FusionBehaviour:
         p = self.params
         # Frames waiting on max_wait get a timer at their deadline (_arm_deadline); this one
         # only paces the camera-stale fallback, so it need not wake the executor at 200 Hz.
-        self._inputs.append(self.create_timer(float(p['poll_period_ms']) / 1e3, self._poll))
+        self._input_timers.append(self.create_timer(float(p['poll_period_ms']) / 1e3, self._poll))
         # One timer, re-armed: creating and destroying a timer per frame leaks in rclpy
         # (about 100 bytes each, measured on Kilted).
         self._deadline_timer = self.create_timer(1.0, self._on_deadline)
         self._deadline_timer.cancel()
-        self._inputs.append(self._deadline_timer)
-        self._inputs.append(self.create_timer(float(p['diagnostics_period_s']),
-                                              self._publish_diagnostics))
+        self._input_timers.append(self._deadline_timer)
+        self._input_timers.append(self.create_timer(float(p['diagnostics_period_s']),
+                                                    self._publish_diagnostics))
         self.get_logger().info(
             f'fusion_node active: backend {self.backend_name}, model {self.metadata.name} '
             f'{self.metadata.version} ({self.model_path})')
 
     def deactivate(self) -> None:
         """Stop taking input and release the runtime (its GPU memory, for TensorRT)."""
-        for entity in self._inputs:
-            if hasattr(entity, 'cancel'):
-                entity.cancel()
-                self.destroy_timer(entity)
-            else:
-                self.destroy_subscription(entity)
-        self._inputs = []
+        for timer in self._input_timers:
+            timer.cancel()
+            self.destroy_timer(timer)
+        for subscription in self._input_subscriptions:
+            self.destroy_subscription(subscription)
+        self._input_timers, self._input_subscriptions = [], []
         self._deadline_timer = None
         self._armed_deadline_ns = None
         if getattr(self, 'backend', None) is not None:
@@ -217,7 +217,8 @@ class FusionBehaviour:
 
     def _create_subscriptions(self) -> None:
         def subscribe(msg_type, topic: str, callback, qos=10) -> None:
-            self._inputs.append(self.create_subscription(msg_type, topic, callback, qos))
+            self._input_subscriptions.append(
+                self.create_subscription(msg_type, topic, callback, qos))
         subscribe(Image, 'camera/features', lambda m: self._on_part('camera', 'features', m))
         subscribe(DiagnosticArray, 'camera/health', lambda m: self._on_part('camera', 'health', m))
         subscribe(Image, 'lidar/bev', lambda m: self._on_part('lidar', 'features', m))
