@@ -14,6 +14,7 @@ import argparse
 import json
 from pathlib import Path
 import sys
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -121,6 +122,14 @@ def failed_sensors(result: dict) -> list[str]:
     return [s for s, f in result['failed_fraction'].items() if f > 0.0]
 
 
+def single_failures(results: dict[str, dict]) -> Iterator[tuple[str, dict, str]]:
+    """(name, result, failed sensor) of each scenario where exactly one sensor fails."""
+    for name, result in results.items():
+        failed = failed_sensors(result)
+        if len(failed) == 1:
+            yield name, result, failed[0]
+
+
 def acceptance(results: dict[str, dict]) -> dict:
     """The issue's acceptance checks, each with the figures it was decided on."""
     checks = {}
@@ -131,16 +140,13 @@ def acceptance(results: dict[str, dict]) -> dict:
             'pass': all(m['gated']['miou'] > v for v in others.values()),
             'gated': m['gated']['miou'], 'others': others}
     transfer = {}
-    for name, result in results.items():
-        failed = failed_sensors(result)
-        if len(failed) != 1:
-            continue
+    for name, result, failed in single_failures(results):
         # Judged while the sensor is failed: that is where negative transfer can happen; over
         # the whole run the healthy half would flatter any fusion.
         m = result['methods_in_failure']
-        healthy_single = {k: m[k]['miou'] for k, s in SINGLE.items() if s not in failed}
+        healthy_single = {k: m[k]['miou'] for k, s in SINGLE.items() if s != failed}
         best = max(healthy_single.values())
-        transfer[name] = {'failed': failed[0], 'best_single': best,
+        transfer[name] = {'failed': failed, 'best_single': best,
                           'gated': m['gated']['miou'], 'ungated': m['ungated']['miou'],
                           'gated_ok': m['gated']['miou'] >= best,
                           'ungated_below': m['ungated']['miou'] < best}
@@ -180,16 +186,13 @@ def _single_failure_gates(results: dict[str, dict]) -> dict:
     availability, which passes.
     """
     scenarios = {}
-    for name, result in results.items():
-        failed = failed_sensors(result)
-        if len(failed) != 1:
-            continue
+    for name, result, failed in single_failures(results):
         gates = result['gates']
-        bad = gates[failed[0]]
+        bad = gates[failed]
         others = {s: g['healthy'] for s, g in gates.items()
-                  if s != failed[0] and g['healthy_frames']}
+                  if s != failed and g['healthy_frames']}
         scenarios[name] = {
-            'failed': failed[0], 'failed_gate': bad['failed'],
+            'failed': failed, 'failed_gate': bad['failed'],
             'failed_frames': bad['failed_frames'], 'healthy_gates': others,
             'pass': (bad['failed_frames'] == 0 or bad['failed'] < GATE_FAILED_MAX)
             and all(v > GATE_HEALTHY_MIN for v in others.values())}
