@@ -182,7 +182,7 @@ def _pair(streams, capture, bev_by_capture, ego_times, ego_values, failure_times
         health = np.zeros((len(SENSORS), 4), np.float32)
         available = np.zeros(len(SENSORS), np.float32)
         gaps = np.full(len(SENSORS), -1, np.int64)
-        sample_offsets = np.zeros(len(SENSORS), np.int64)
+        paired_capture = np.full(len(SENSORS), -1, np.int64)
         health[0] = streams['camera'].health[k]
         available[0] = 1.0
         gaps[0] = 0
@@ -196,7 +196,7 @@ def _pair(streams, capture, bev_by_capture, ego_times, ego_values, failure_times
             gap = abs(int(sorted_capture[sensor][j]) - int(t))
             if gap > pairing.stale_ns:
                 continue
-            sample_offsets[s_index] = int(sorted_capture[sensor][j]) - int(t)
+            paired_capture[s_index] = sorted_capture[sensor][j]
             original = int(order[sensor][j])
             inputs[sensor] = streams[sensor].features[original]
             health[s_index] = streams[sensor].health[original]
@@ -209,7 +209,7 @@ def _pair(streams, capture, bev_by_capture, ego_times, ego_values, failure_times
         for s_index, sensor in ((1, 'lidar'), (2, 'gps')):
             if available[s_index]:
                 failed[s_index] = _flags_at(failure_times, failure_values,
-                                            int(t) + int(sample_offsets[s_index]))[s_index]
+                                            int(paired_capture[s_index]))[s_index]
         for name, value in (('camera', inputs['camera']), ('lidar', inputs['lidar']),
                             ('gps', inputs['gps']), ('health', health),
                             ('available', available), ('bev', bev), ('ego', ego_values[e]),
