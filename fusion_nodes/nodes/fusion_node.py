@@ -359,11 +359,12 @@ class FusionBehaviour:
         Before the first camera frame it is the clock of the sensor heard from last: the node
         clock can be far from the sensors' stamps (a bag replayed without /clock).
         """
-        heard = [t.last_sample for t in self.tracks.values() if t.last_sample is not None]
-        if not heard:
+        anchor = self.tracks['camera'].last_sample
+        if anchor is None:
+            heard = (t.last_sample for t in self.tracks.values() if t.last_sample is not None)
+            anchor = max(heard, key=lambda s: s.arrival_ns, default=None)
+        if anchor is None:
             return now
-        camera = self.tracks['camera'].last_sample
-        anchor = camera if camera is not None else max(heard, key=lambda s: s.arrival_ns)
         return anchor.stamp_ns + (now - anchor.arrival_ns)
 
     def _fuse(self, stamp_ns: int, samples: dict[str, SensorSample | None], now: int) -> None:
