@@ -69,6 +69,26 @@ def _cpu_sampler():
     return tick, percent
 
 
+def stage_breakdown(observer) -> str:
+    """Where the time goes, from the nodes' last diagnostics.
+
+    camera node: decode, preprocess and health per image; in fusion_node: camera features
+    arriving there to its outputs published (aligner wait, inference, building messages), of
+    which processing is inference and publishing alone. The rest of the end-to-end figure is
+    DDS, the executors' queues and the observer.
+    """
+    def values(name: str) -> dict[str, str]:
+        entry = observer.diagnostics.get(f'fusion_nodes: {name}')
+        return entry[2] if entry is not None else {}
+
+    camera, fusion = values('camera'), values('fusion_node')
+    return ('camera node processing p50 {} / p99 {} ms; in fusion_node p50 {} / p99 {} ms, '
+            'of which processing p50 {} / p99 {} ms'.format(
+                camera.get('processing_ms_p50', '?'), camera.get('processing_ms_p99', '?'),
+                *(fusion.get(key, '?') for key in ('in_node_ms_p50', 'in_node_ms_p99',
+                                                   'processing_ms_p50', 'processing_ms_p99'))))
+
+
 def _run(bag: Path, rate: float, out: Path, params_file: Path | None = None, tag: str = '',
          composed: bool = False):
     from fusion_nodes.tools.bag_truth import load_bag_truth
@@ -92,6 +112,7 @@ def run() -> None:
     print(f'real time ({bag.name}): {total} camera frames, {dropped} not fused; output '
           f'{rate:.1f} Hz; latency camera in -> fused out p50 {p50:.1f} ms, p99 {p99:.1f} ms '
           f'(targets: p99 <= 15 ms, 0 dropped)')
+    print('  ' + stage_breakdown(live.observer))
     print('CPU per node (% of one core, after warm-up): '
           + ', '.join(f'{name} {value:.0f}' for name, value in sorted(cpu.items())))
     fast = latency_first_params(out)
@@ -99,13 +120,14 @@ def run() -> None:
                                          ('composed', None, True),
                                          ('composed, latency-first', fast, True)):
         tag = '_composed' * composed + '_latency_first' * (params_file is not None)
-        lost, _, variant_latency, variant_cpu, _ = _run(bag, 1.0, out, params_file, tag,
-                                                        composed)
+        lost, _, variant_latency, variant_cpu, variant = _run(bag, 1.0, out, params_file, tag,
+                                                              composed)
         p50, p99 = (np.percentile(variant_latency, [50, 99]) if variant_latency
                     else (float('nan'),) * 2)
         print(f'real time, {label}: {lost} not fused; latency p50 {p50:.1f} ms, '
               f'p99 {p99:.1f} ms; CPU '
               + ', '.join(f'{n} {v:.0f} %' for n, v in variant_cpu.items()))
+        print('  ' + stage_breakdown(variant.observer))
     sustained = 1.0 if dropped == 0 else 0.0
     for factor in RATES:
         dropped, total, latency, _, _ = _run(bag, factor, out)
