@@ -8,35 +8,20 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from fusion_nodes import conversions
 from fusion_nodes.core.align.signatures import frame_difference_energy
+from fusion_nodes.core.assessment import assess_camera
 from fusion_nodes.core.camera import (
     CAMERA_HEALTH_FEATURES, CameraHealthConfig, CameraHealthTracker, grey_from_network_input,
     preprocess_camera)
 from fusion_nodes.core.config import CameraPreprocessConfig
 from fusion_nodes.nodes.params import CAMERA_PARAMS
 from fusion_nodes.nodes.runner import run_node
-from fusion_nodes.nodes.sensor_node import ERROR, OK, RELIABLE_OUTPUT, SensorNode, WARN
+from fusion_nodes.nodes.sensor_node import RELIABLE_OUTPUT, SensorNode
 
 _TRANSPORTS = {
     'raw': (Image, 'camera/image_raw', conversions.image_to_rgb8),
     'compressed': (CompressedImage, 'camera/image_raw/compressed',
                    conversions.compressed_to_rgb8),
 }
-
-
-def assess_camera(health: np.ndarray) -> tuple[int, str]:
-    """Diagnostic level and message from camera health features."""
-    brightness, contrast, sharpness, frozen = (float(v) for v in health)
-    if frozen:
-        return ERROR, 'frozen: image stopped changing'
-    if brightness < 0.06:
-        return ERROR, 'blackout: image is dark'
-    if brightness > 0.92 or (brightness > 0.8 and contrast < 0.1):
-        return ERROR, 'overexposed or glare'
-    if sharpness < 0.45:
-        return WARN, 'blurred'
-    if contrast < 0.08:
-        return WARN, 'low contrast'
-    return OK, 'ok'
 
 
 class CameraNode(SensorNode):

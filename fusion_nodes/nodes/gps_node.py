@@ -9,27 +9,14 @@ from sensor_msgs.msg import NavSatFix
 
 from fusion_nodes import conversions
 from fusion_nodes.core.align.signatures import GpsSpeedTrack
+from fusion_nodes.core.assessment import assess_gps
 from fusion_nodes.core.gnss_types import STATUS_FIX
 from fusion_nodes.core.gps import (
     GPS_FEATURES, GPS_HEALTH_FEATURES, GpsSample, GpsTracker, GpsTrackerConfig)
 from fusion_nodes.nodes.health_msg import flatten
 from fusion_nodes.nodes.params import GPS_PARAMS
 from fusion_nodes.nodes.runner import run_node
-from fusion_nodes.nodes.sensor_node import ERROR, OK, RELIABLE_OUTPUT, SensorNode, WARN
-
-
-def assess_gps(sample: GpsSample) -> tuple[int, str]:
-    """Diagnostic level and message for one processed fix."""
-    fix_valid, sigma_h, multipath, age = (float(v) for v in sample.health)
-    if not fix_valid:
-        return ERROR, 'no fix'
-    if sample.jump:
-        return WARN, 'position jump rejected (multipath?)'
-    if multipath > 0.0:
-        return WARN, 'recent position jumps (multipath?)'
-    if sigma_h >= 0.5:
-        return WARN, 'poor accuracy (sigma >= 5 m)'
-    return OK, 'ok'
+from fusion_nodes.nodes.sensor_node import RELIABLE_OUTPUT, SensorNode
 
 
 class GpsNode(SensorNode):

@@ -8,27 +8,14 @@ from sensor_msgs.msg import Image, PointCloud2
 
 from fusion_nodes import conversions
 from fusion_nodes.core.align.signatures import scan_change_energy
+from fusion_nodes.core.assessment import assess_lidar
 from fusion_nodes.core.config import BevGrid, PillarConfig, rotation_rpy
 from fusion_nodes.core.lidar import (
     LIDAR_HEALTH_FEATURES, lidar_points_to_base, LidarHealthConfig, LidarHealthTracker,
     pillarize)
 from fusion_nodes.nodes.params import LIDAR_PARAMS
 from fusion_nodes.nodes.runner import run_node
-from fusion_nodes.nodes.sensor_node import ERROR, OK, RELIABLE_OUTPUT, SensorNode, WARN
-
-
-def assess_lidar(health: np.ndarray) -> tuple[int, str]:
-    """Diagnostic level and message from lidar health features."""
-    point_ratio, valid_ratio, frozen, near_clutter = (float(v) for v in health)
-    if frozen:
-        return ERROR, 'frozen: scan identical to the previous one'
-    if point_ratio < 0.2:
-        return ERROR, 'dropout: too few points'
-    if near_clutter > 0.15:
-        return WARN, 'near-range clutter (rain, spray or dirt)'
-    if point_ratio < 0.6:
-        return WARN, 'sparse scan'
-    return OK, 'ok'
+from fusion_nodes.nodes.sensor_node import RELIABLE_OUTPUT, SensorNode
 
 
 class LidarNode(SensorNode):

@@ -1,0 +1,83 @@
+"""Diagnostic levels from each sensor's health features, and which sensors are in error.
+
+The sensor nodes report these levels on /diagnostics; fusion_node and the offline evaluation
+use the same functions to keep a sensor in error out of the fusion (see sensors_in_error).
+"""
+
+import numpy as np
+
+from fusion_nodes.core.config import SENSORS
+from fusion_nodes.core.gps import GpsSample
+from fusion_nodes.core.watchdog import ERROR, OK, WARN
+
+
+def assess_camera(health: np.ndarray) -> tuple[int, str]:
+    """Diagnostic level and message from camera health features."""
+    brightness, contrast, sharpness, frozen = (float(v) for v in health)
+    if frozen:
+        return ERROR, 'frozen: image stopped changing'
+    if brightness < 0.06:
+        return ERROR, 'blackout: image is dark'
+    if brightness > 0.92 or (brightness > 0.8 and contrast < 0.1):
+        return ERROR, 'overexposed or glare'
+    if sharpness < 0.45:
+        return WARN, 'blurred'
+    if contrast < 0.08:
+        return WARN, 'low contrast'
+    return OK, 'ok'
+
+
+def assess_lidar(health: np.ndarray) -> tuple[int, str]:
+    """Diagnostic level and message from lidar health features."""
+    point_ratio, valid_ratio, frozen, near_clutter = (float(v) for v in health)
+    if frozen:
+        return ERROR, 'frozen: scan identical to the previous one'
+    if point_ratio < 0.2:
+        return ERROR, 'dropout: too few points'
+    if near_clutter > 0.15:
+        return WARN, 'near-range clutter (rain, spray or dirt)'
+    if point_ratio < 0.6:
+        return WARN, 'sparse scan'
+    return OK, 'ok'
+
+
+def assess_gps(sample: GpsSample) -> tuple[int, str]:
+    """Diagnostic level and message for one processed fix."""
+    fix_valid, sigma_h, multipath, age = (float(v) for v in sample.health)
+    if not fix_valid:
+        return ERROR, 'no fix'
+    if sample.jump:
+        return WARN, 'position jump rejected (multipath?)'
+    if multipath > 0.0:
+        return WARN, 'recent position jumps (multipath?)'
+    if sigma_h >= 0.5:
+        return WARN, 'poor accuracy (sigma >= 5 m)'
+    return OK, 'ok'
+
+
+def _gps_health_level(health: np.ndarray) -> int:
+    # assess_gps's only ERROR is a missing fix, which the health vector alone shows.
+    return ERROR if not float(health[0]) else OK
+
+
+_LEVEL_OF_HEALTH = {
+    'camera': lambda health: assess_camera(health)[0],
+    'lidar': lambda health: assess_lidar(health)[0],
+    'gps': _gps_health_level,
+}
+
+
+def sensors_in_error(health: np.ndarray) -> np.ndarray:
+    """Bool (..., 3): where a sensor's own health says ERROR, for health of shape (..., 3, 4).
+
+    Such a sensor is dropped from the fusion as if it had not delivered, whatever its learned
+    gate says: the gate is a soft judgement, an ERROR (frozen, dark, no fix) is not.
+    """
+    health = np.asarray(health, dtype=np.float64)
+    if health.ndim < 2 or health.shape[-2] != len(SENSORS):
+        raise ValueError(f'health must have shape (..., {len(SENSORS)}, features), '
+                         f'got {health.shape}')
+    rows = health.reshape(-1, *health.shape[-2:])
+    out = np.array([[_LEVEL_OF_HEALTH[s](row[k]) >= ERROR for k, s in enumerate(SENSORS)]
+                    for row in rows], dtype=bool)
+    return out.reshape(health.shape[:-1])
