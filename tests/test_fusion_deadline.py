@@ -63,3 +63,34 @@ def test_outputs_before_the_first_camera_frame_keep_the_sensors_clock(rclpy_sess
         assert node._camera_clock_ns(now + 10_000_005) == now - 2 * year + 10_000_000
     finally:
         node.destroy_node()
+
+
+@pytest.mark.parametrize('drop', [True, False])
+def test_a_sensor_whose_health_says_error_is_fused_as_missing(rclpy_session, tmp_path, drop):
+    """drop_sensor_on_error: a frozen camera enters the model as missing, whatever its gate."""
+    node = FusionNode(parameter_overrides=[
+        Parameter('model', value=str(write_tiny_model(tmp_path))),
+        Parameter('enable_overlay', value=False), Parameter('max_wait_ms', value=0.0),
+        Parameter('poll_period_ms', value=1000.0),
+        Parameter('drop_sensor_on_error', value=drop)])
+    feeds = []
+    infer = node.backend.infer
+    node.backend.infer = lambda feed: feeds.append(feed['available'].copy()) or infer(feed)
+    try:
+        frozen_camera = np.array([0.5, 0.4, 0.9, 1.0], np.float32)
+        healthy_lidar = np.array([1.0, 1.0, 0.0, 0.02], np.float32)
+        now = node.get_clock().now().nanoseconds
+        node._accept(node.tracks['lidar'], SensorSample(
+            'lidar', now, now, np.zeros(node.input_shapes['lidar'][1:], np.float32),
+            healthy_lidar, 0.0))
+        before = node.published  # lidar before any camera frame: a fallback output
+        node._accept(node.tracks['camera'], SensorSample(
+            'camera', now, now + 1, np.zeros(node.input_shapes['camera'][1:], np.float32),
+            frozen_camera, 0.0))
+        assert node.published == before + 1
+        assert feeds[-1][0].tolist() == [0.0 if drop else 1.0, 1.0, 0.0]
+        assert node.tracks['camera'].dropped_on_error == int(drop)
+        if drop:
+            assert node._sensor_status('camera')[0] == 'DROPPED'
+    finally:
+        node.destroy_node()

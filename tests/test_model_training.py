@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from fusion_nodes.model.predict import mask_sensors, predict
+from fusion_nodes.model.predict import mask_sensors, predict, without_errors
 from fusion_nodes.model.train import modality_dropout, train_model, TrainConfig
 
 
@@ -68,3 +68,21 @@ def test_short_training_learns_the_gates_from_failure_flags():
     assert (out['gates'][:, 0] > 0).all()
     masked = predict(model, _synthetic(8, seed=2), keep=('lidar',))
     assert (masked['gates'][:, [0, 2]] == 0).all()
+
+
+def test_without_errors_drops_only_the_rows_and_sensors_in_error():
+    samples = _synthetic(4, seed=3)
+    samples['camera'][:] = 1.0
+    samples['health'][:, 0] = (0.5, 0.4, 0.9, 0.0)
+    samples['health'][:, 1] = (1.0, 1.0, 0.0, 0.02)
+    samples['health'][1, 0, 3] = 1.0      # frozen camera in row 1
+    samples['health'][2:, 1, 0] = 0.05    # lidar dropout in rows 2 and 3
+    before = {key: value.copy() for key, value in samples.items()}
+    out = without_errors(samples)
+    assert out['available'].tolist() == [[1, 1, 1], [0, 1, 1], [1, 0, 1], [1, 0, 1]]
+    assert out['camera'][1].sum() == 0 and (out['camera'][[0, 2, 3]] == 1).all()
+    assert (out['lidar'][2:] == 0).all() and (out['lidar'][:2] == samples['lidar'][:2]).all()
+    assert (out['health'][1, 0] == 0).all()
+    assert (out['health'][0] == samples['health'][0]).all()
+    for key, value in before.items():  # the input is not modified
+        np.testing.assert_array_equal(samples[key], value)

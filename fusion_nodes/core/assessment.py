@@ -6,8 +6,10 @@ use the same functions to keep a sensor in error out of the fusion (see sensors_
 
 import numpy as np
 
+from fusion_nodes.core.camera import CAMERA_HEALTH_FEATURES
 from fusion_nodes.core.config import SENSORS
-from fusion_nodes.core.gps import GpsSample
+from fusion_nodes.core.gps import GPS_HEALTH_FEATURES, GpsSample
+from fusion_nodes.core.lidar import LIDAR_HEALTH_FEATURES
 from fusion_nodes.core.watchdog import ERROR, OK, WARN
 
 
@@ -60,6 +62,9 @@ def _gps_health_level(health: np.ndarray) -> int:
     return ERROR if not float(health[0]) else OK
 
 
+# The order of each health vector the functions here read.
+HEALTH_FEATURES = {'camera': tuple(CAMERA_HEALTH_FEATURES), 'lidar': tuple(LIDAR_HEALTH_FEATURES),
+                   'gps': tuple(GPS_HEALTH_FEATURES)}
 _LEVEL_OF_HEALTH = {
     'camera': lambda health: assess_camera(health)[0],
     'lidar': lambda health: assess_lidar(health)[0],
@@ -67,17 +72,28 @@ _LEVEL_OF_HEALTH = {
 }
 
 
+def sensor_in_error(sensor: str, health: np.ndarray) -> bool:
+    """Whether one sensor's health (ordered as HEALTH_FEATURES) puts it at ERROR.
+
+    ERROR means frozen, dark or glaring, a lidar dropout, or no GPS fix.
+    """
+    level_of = _LEVEL_OF_HEALTH.get(sensor)
+    if level_of is None:
+        raise ValueError(f'unknown sensor {sensor!r}; expected one of {SENSORS}')
+    return level_of(health) >= ERROR
+
+
 def sensors_in_error(health: np.ndarray) -> np.ndarray:
-    """Bool (..., 3): where a sensor's own health says ERROR, for health of shape (..., 3, 4).
+    """Bool (..., 3): sensor_in_error for each sensor of health shaped (..., 3, features).
 
     Such a sensor is dropped from the fusion as if it had not delivered, whatever its learned
-    gate says: the gate is a soft judgement, an ERROR (frozen, dark, no fix) is not.
+    gate says: the gate is a soft judgement, an ERROR from the sensor's own node is not.
     """
     health = np.asarray(health, dtype=np.float64)
     if health.ndim < 2 or health.shape[-2] != len(SENSORS):
         raise ValueError(f'health must have shape (..., {len(SENSORS)}, features), '
                          f'got {health.shape}')
     rows = health.reshape(-1, *health.shape[-2:])
-    out = np.array([[_LEVEL_OF_HEALTH[s](row[k]) >= ERROR for k, s in enumerate(SENSORS)]
-                    for row in rows], dtype=bool)
+    out = np.array([[sensor_in_error(s, row[k]) for k, s in enumerate(SENSORS)]
+                    for row in rows], dtype=bool).reshape(-1, len(SENSORS))
     return out.reshape(health.shape[:-1])

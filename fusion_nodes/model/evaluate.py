@@ -1,7 +1,8 @@
 """fusion-eval: gated fusion against single modalities, ungated and late fusion, per scenario.
 
 Every method runs on the same test samples (the test seeds of each catalogue scenario):
-- gated: the shipped model;
+- gated: the product: the shipped model, with a sensor whose own health says ERROR fused as
+  missing (fusion_node's drop_sensor_on_error); its gates are the published ones (0 there);
 - camera only / lidar only: the shipped model with the other sensors missing (zero input,
   availability 0), i.e. what it does from that sensor alone;
 - ungated: the same architecture trained the same way but with every gate pinned to the
@@ -24,7 +25,7 @@ from fusion_nodes.model import dataset
 from fusion_nodes.model.export import file_sha256, json_finite
 from fusion_nodes.model.metrics import confusion, gate_means, mean_iou, object_hits, rmse
 from fusion_nodes.model.network import build_model, GatedFusionNet
-from fusion_nodes.model.predict import predict
+from fusion_nodes.model.predict import predict, without_errors
 
 METHODS = ('gated', 'camera_only', 'lidar_only', 'ungated', 'late_fusion')
 SINGLE = {'camera_only': 'camera', 'lidar_only': 'lidar'}
@@ -61,9 +62,10 @@ def _scores(bev_pred: np.ndarray, ego_pred: np.ndarray, samples: dict) -> dict[s
 def evaluate_scenario(gated: GatedFusionNet, ungated: GatedFusionNet,
                       samples: dict[str, np.ndarray]) -> dict:
     """Scores of every method, gate statistics and the gate timeline of one scenario."""
+    product = predict(gated, without_errors(samples))
     full = predict(gated, samples)
     runs = {
-        'gated': (full['bev'], full['ego']),
+        'gated': (product['bev'], product['ego']),
         'late_fusion': (full['late'], full['late_ego']),
     }
     for method, sensor in SINGLE.items():
@@ -85,11 +87,12 @@ def evaluate_scenario(gated: GatedFusionNet, ungated: GatedFusionNet,
                             for k, s in enumerate(SENSORS)},
         'methods': {m: _scores(*runs[m], samples) for m in METHODS},
         'methods_in_failure': failure_scores,
-        'gates': gate_means(full['gates'], samples['failed'], samples['available'], SENSORS),
+        'gates': gate_means(product['gates'], samples['failed'], samples['available'],
+                            SENSORS),
         'timeline': {
             't_s': ((samples['capture_ns'][first] - samples['capture_ns'][first][0])
                     / NS_PER_S).tolist(),
-            'gates': full['gates'][first].tolist(),
+            'gates': product['gates'][first].tolist(),
             'failed': samples['failed'][first].tolist(),
             'available': samples['available'][first].tolist(),
         },
@@ -104,7 +107,7 @@ def evaluate_bag(model: GatedFusionNet, bag: Path, camera_stride: int = 1) -> di
     """
     from fusion_nodes.model.bag_samples import extract_bag_samples, PairingConfig
     samples = extract_bag_samples(Path(bag), PairingConfig(camera_stride=camera_stride))
-    out = predict(model, samples)
+    out = predict(model, without_errors(samples))
     in_failure = samples['failed'].any(axis=1)
 
     def miou(mask: np.ndarray) -> float:

@@ -3,6 +3,7 @@
 import numpy as np
 import torch
 
+from fusion_nodes.core.assessment import sensors_in_error
 from fusion_nodes.core.config import SENSORS
 from fusion_nodes.model.network import GatedFusionNet
 
@@ -25,6 +26,29 @@ def mask_sensors(batch: dict[str, torch.Tensor], keep: tuple[str, ...]) -> dict[
             health[:, k] = 0.0
     out['available'] = available
     out['health'] = health
+    return out
+
+
+def without_errors(samples: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """samples with each sensor whose health says ERROR made missing, row by row.
+
+    What fusion_node does with drop_sensor_on_error (the shipped setting), so offline figures
+    of the product match the live node's.
+    """
+    error = sensors_in_error(samples['health'])
+    if not error.any():
+        return samples
+    out = dict(samples)
+    out['available'] = np.where(error, 0.0, samples['available']).astype(
+        samples['available'].dtype)
+    out['health'] = np.where(error[..., None], 0.0, samples['health']).astype(
+        samples['health'].dtype)
+    for k, sensor in enumerate(SENSORS):
+        rows = error[:, k]
+        if rows.any():
+            key = _SENSOR_INPUTS[sensor]
+            out[key] = samples[key].copy()
+            out[key][rows] = 0.0
     return out
 
 

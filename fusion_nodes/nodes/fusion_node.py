@@ -23,6 +23,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from fusion_nodes import conversions
 from fusion_nodes.core.align.aligner import AlignerConfig, StreamAligner
+from fusion_nodes.core.assessment import HEALTH_FEATURES, sensor_in_error
 from fusion_nodes.core.config import BevGrid, CameraModel, SEMANTIC_CLASSES, SENSORS
 from fusion_nodes.core.fusion_inputs import build_feed, SensorSample, StampJoiner
 from fusion_nodes.core.gps import GPS_FEATURES
@@ -88,6 +89,8 @@ class SensorTrack:
         self.gates = RollingPercentiles(30)
         self.matched = 0
         self.missing = 0
+        self.dropped_on_error = 0
+        self.in_error = False  # the last sample fused was dropped for its ERROR health
 
 
 class FusionBehaviour:
@@ -112,6 +115,9 @@ class FusionBehaviour:
             raise ValueError(f'model {model_path} orders its sensors '
                              f'{self.metadata.sensor_order}, this node expects {SENSORS}')
         self.health_names = {s: tuple(self.metadata.health_features[s]) for s in SENSORS}
+        if p['drop_sensor_on_error'] and self.health_names != HEALTH_FEATURES:
+            raise ValueError(f'drop_sensor_on_error reads health as {HEALTH_FEATURES}, but model '
+                             f'{model_path} has {self.health_names}')
         self.grid = BevGrid(**self.metadata.grid)
         self.camera_model = CameraModel(**{
             k: tuple(v) if isinstance(v, list) else v
@@ -367,10 +373,27 @@ class FusionBehaviour:
             return now
         return anchor.stamp_ns + (now - anchor.arrival_ns)
 
+    def _without_errors(self, samples: dict[str, SensorSample | None]
+                        ) -> dict[str, SensorSample | None]:
+        """samples with every sensor whose health says ERROR set missing (when enabled)."""
+        if not self.params['drop_sensor_on_error']:
+            return samples
+        kept = dict(samples)
+        for sensor, sample in samples.items():
+            if sample is None:
+                continue
+            track = self.tracks[sensor]
+            track.in_error = sensor_in_error(sensor, sample.health)
+            if track.in_error:
+                kept[sensor] = None
+                track.dropped_on_error += 1
+        return kept
+
     def _fuse(self, stamp_ns: int, samples: dict[str, SensorSample | None], now: int) -> None:
         start = time.perf_counter()
         try:
-            outputs = self.backend.infer(build_feed(samples, self.input_shapes))
+            outputs = self.backend.infer(build_feed(self._without_errors(samples),
+                                                    self.input_shapes))
         except (ValueError, RuntimeError) as error:
             self.inference_errors.add(str(error).split(':', 1)[0][:80])
             self.get_logger().error(f'inference failed: {error}', throttle_duration_sec=5.0)
@@ -475,6 +498,8 @@ class FusionBehaviour:
         stale_ms = self.params['camera_stale_ms' if sensor == 'camera' else 'sensor_stale_ms']
         if track.last_arrival_ns is None or now - track.last_arrival_ns > float(stale_ms) * 1e6:
             return 'STALE', STALE
+        if track.in_error and self.params['drop_sensor_on_error']:
+            return 'DROPPED', WARN  # its own node reports ERROR: fused as missing
         if len(track.gates) and track.gates.percentile(50) < _DROPPED_GATE:
             return 'DROPPED', WARN  # the network excludes it: fusion runs on the others
         if track.last_sample is not None and track.last_sample.level >= ERROR:
@@ -494,6 +519,7 @@ class FusionBehaviour:
                 'latency_ms_p50': f'{track.latency_ms.percentile(50):.2f}',
                 'matched': str(track.matched),
                 'missing': str(track.missing),
+                'dropped_on_error': str(track.dropped_on_error),
                 'invalid': str(track.invalid.total),
                 'unpaired': str(track.joiner.unpaired),
                 'sensor_level': ('none' if track.last_sample is None

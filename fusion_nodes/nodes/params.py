@@ -65,6 +65,7 @@ FUSION_PARAMS = {
     'max_wait_ms': 33.0,
     'camera_stale_ms': 100.0,
     'sensor_stale_ms': 500.0,
+    'drop_sensor_on_error': True,
     'poll_period_ms': 10.0,
     'enable_overlay': True,
     'overlay_every_n': 3,

@@ -27,7 +27,7 @@ OPSET = 17
 HEALTH_FEATURES = {
     'camera': ['brightness', 'contrast', 'sharpness', 'frozen'],
     'lidar': ['point_ratio', 'valid_ratio', 'frozen', 'near_clutter'],
-    'gps': ['fix_valid', 'sigma_h', 'jump', 'age'],
+    'gps': ['fix_valid', 'sigma_h', 'multipath', 'age'],
 }
 
 

@@ -1,0 +1,72 @@
+"""Diagnostic levels from health features, and the ERROR mask fusion drops sensors by."""
+
+import numpy as np
+import pytest
+
+from fusion_nodes.core.assessment import (
+    assess_camera, assess_gps, assess_lidar, HEALTH_FEATURES, sensor_in_error,
+    sensors_in_error)
+from fusion_nodes.core.camera import CAMERA_HEALTH_FEATURES
+from fusion_nodes.core.gps import GpsSample
+from fusion_nodes.core.watchdog import ERROR, OK, WARN
+
+HEALTHY = np.array([[0.5, 0.4, 0.9, 0.0],    # camera: brightness, contrast, sharpness, frozen
+                    [1.0, 1.0, 0.0, 0.02],   # lidar: points, valid, frozen, near clutter
+                    [1.0, 0.1, 0.0, 0.1]])   # gps: fix, sigma, multipath, age
+
+
+def _gps(health, jump=False) -> GpsSample:
+    zeros = np.zeros(3)
+    return GpsSample(0, bool(health[0]), jump, zeros, zeros, np.eye(3), np.eye(3),
+                     np.zeros(8), np.asarray(health, dtype=np.float64))
+
+
+@pytest.mark.parametrize('sensor, column, value, level, message', [
+    ('camera', 3, 1.0, ERROR, 'frozen'),
+    ('camera', 0, 0.01, ERROR, 'blackout'),
+    ('camera', 0, 0.95, ERROR, 'overexposed'),
+    ('camera', 2, 0.2, WARN, 'blurred'),
+    ('lidar', 2, 1.0, ERROR, 'frozen'),
+    ('lidar', 0, 0.1, ERROR, 'dropout'),
+    ('lidar', 3, 0.3, WARN, 'near-range clutter'),
+    ('gps', 0, 0.0, ERROR, 'no fix'),
+    ('gps', 2, 0.5, WARN, 'recent position jumps'),
+])
+def test_each_fault_gets_its_level_and_only_errors_are_dropped(sensor, column, value, level,
+                                                               message):
+    health = HEALTHY.copy()
+    k = ('camera', 'lidar', 'gps').index(sensor)
+    health[k, column] = value
+    assess = {'camera': assess_camera, 'lidar': assess_lidar,
+              'gps': lambda h: assess_gps(_gps(h))}[sensor]
+    assert assess(HEALTHY[k]) == (OK, 'ok')
+    got_level, got_message = assess(health[k])
+    assert got_level == level and got_message.startswith(message)
+    assert sensor_in_error(sensor, health[k]) == (level == ERROR)
+    expected = np.zeros(3, bool)
+    expected[k] = level == ERROR
+    np.testing.assert_array_equal(sensors_in_error(health), expected)
+
+
+def test_gps_error_from_health_alone_agrees_with_assess_gps():
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        health = np.array([rng.integers(0, 2), rng.random(), rng.random() * rng.integers(0, 2),
+                           rng.random()])
+        sample = _gps(health, jump=bool(rng.integers(0, 2)))
+        assert sensor_in_error('gps', health) == (assess_gps(sample)[0] == ERROR)
+
+
+def test_mask_follows_the_leading_dimensions_and_rejects_bad_shapes():
+    batch = np.stack([HEALTHY] * 4)
+    batch[1, 0, 3] = 1.0
+    batch[3, 2, 0] = 0.0
+    mask = sensors_in_error(batch.reshape(2, 2, 3, 4))
+    assert mask.shape == (2, 2, 3)
+    np.testing.assert_array_equal(mask.reshape(4, 3), [[0, 0, 0], [1, 0, 0], [0, 0, 0],
+                                                       [0, 0, 1]])
+    with pytest.raises(ValueError, match='shape'):
+        sensors_in_error(np.zeros((2, 4)))
+    with pytest.raises(ValueError, match='unknown sensor'):
+        sensor_in_error('radar', HEALTHY[0])
+    assert HEALTH_FEATURES['camera'] == tuple(CAMERA_HEALTH_FEATURES)
