@@ -140,18 +140,21 @@ def test_child_process_replay_keeps_the_log_schedule(bag, log_times, ros):
         assert set(got) <= set(expected)
         assert f'{topic}: {len(expected)}' in out
         errors = interval_errors_ms(arrivals.got[topic])
-        # Loaded 2-core CI: the bulk of intervals within a few ms, none off by a whole frame.
+        # Loaded 2-core CI: the bulk of intervals within a few ms. One stall of this test's own
+        # executor delays one arrival, which stretches one interval and shortens the next, so
+        # a single pair may be off by more; the replay losing its schedule would show in many.
         assert np.percentile(np.abs(errors), 90) < 8.0, (topic, np.round(errors, 1))
-        assert np.max(np.abs(errors)) < 30.0, (topic, np.round(errors, 1))
+        assert np.sum(np.abs(errors) >= 30.0) <= 2, (topic, np.round(errors, 1))
     assert arrivals.got[GT] == []  # excluded by prefix
     assert [m.data for m in latched] == ['<robot/>']
     print(out)
     assert GT not in out
-    # The whole camera stream took its bag duration in wall time.
+    # The whole camera stream took its bag duration in wall time: receive-minus-log offsets at
+    # the end equal those at the start (medians of ten, so one late arrival cannot decide it).
     cam = arrivals.got[CAMERA]
-    wall = (cam[-1][0] - cam[0][0]) / S
     bag_span = (cam[-1][1] - cam[0][1]) / S
-    assert abs(wall - bag_span) < 0.05, (wall, bag_span)
+    lag = np.array([r - s for r, s in cam]) / S
+    assert abs(np.median(lag[-10:]) - np.median(lag[:10])) < 0.02, np.round(lag * 1e3, 1)
     # /clock: about 100 Hz, never backwards without a loop, and tracking the bag time.
     sim = np.array([c for _, c in clock])
     assert len(clock) >= 0.8 * 100 * bag_span
