@@ -83,6 +83,18 @@ def _uint8_sequence(buffer: np.ndarray) -> array.array:
     return out
 
 
+def _with_data(msg, buffer: np.ndarray):
+    """msg with its uint8[] data set from buffer; returns msg.
+
+    Set after construction: a constructor's data= is copied once more (array.array of the
+    argument) before the setter runs, and each 1 MB copy costs page faults as well as bytes
+    (Image(data=...) of a 640x480 rgb8 frame 2.3 ms, this 1.4 ms on Kilted; on Humble and
+    Jazzy the setter keeps the array as is).
+    """
+    msg.data = _uint8_sequence(buffer)
+    return msg
+
+
 # --- time ----------------------------------------------------------------------------------
 
 def stamp_to_ns(stamp) -> int:
@@ -164,9 +176,9 @@ def numpy_to_image(array: np.ndarray, encoding: str, header=None) -> Image:
     """sensor_msgs/Image of an array whose dtype and channels match encoding exactly."""
     pixels, is_bigendian = image_layout.array_layout(array, encoding)
     height, width = pixels.shape[:2]
-    return Image(header=_ros_header(header), height=height, width=width, encoding=encoding,
-                 is_bigendian=int(is_bigendian), step=pixels.nbytes // height,
-                 data=_uint8_sequence(pixels))
+    return _with_data(Image(header=_ros_header(header), height=height, width=width,
+                            encoding=encoding, is_bigendian=int(is_bigendian),
+                            step=pixels.nbytes // height), pixels)
 
 
 def rgb8_to_compressed(array: np.ndarray, fmt: str = 'jpeg', quality: int = 90,
@@ -184,8 +196,9 @@ def rgb8_to_compressed(array: np.ndarray, fmt: str = 'jpeg', quality: int = 90,
                                cv2.cvtColor(array, cv2.COLOR_RGB2BGR), params)
     if not ok:
         raise ValueError(f'OpenCV could not encode a {array.shape} image as {kind}')
-    return CompressedImage(header=_ros_header(header), format=f'rgb8; {kind} compressed bgr8',
-                           data=_uint8_sequence(encoded.reshape(-1)))
+    return _with_data(CompressedImage(header=_ros_header(header),
+                                      format=f'rgb8; {kind} compressed bgr8'),
+                      encoded.reshape(-1))
 
 
 # --- point clouds --------------------------------------------------------------------------
@@ -237,12 +250,12 @@ def create_cloud(header, points: np.ndarray, is_dense: bool | None = None) -> Po
         axes = [name for name in 'xyz' if name in points.dtype.names]
         is_dense = all(bool(np.isfinite(points[name]).all()) for name in axes
                        if points.dtype.fields[name][0].base.kind == 'f')
-    return PointCloud2(
+    return _with_data(PointCloud2(
         header=_ros_header(header), height=height, width=width,
         fields=[PointField(name=name, offset=offset, datatype=datatype, count=count)
                 for name, offset, datatype, count in fields],
         is_bigendian=is_bigendian, point_step=point_step, row_step=point_step * width,
-        data=_uint8_sequence(data), is_dense=bool(is_dense))
+        is_dense=bool(is_dense)), data)
 
 
 XYZI_DTYPE = np.dtype([('x', np.float32), ('y', np.float32), ('z', np.float32),
