@@ -109,6 +109,24 @@ def test_no_fix_and_outage_age():
     assert 0.25 < lost.health[3] < 0.35  # 0.6 s since the last fix of a 2 s stale limit
 
 
+@pytest.mark.parametrize('no_fix_messages', [False, True])
+def test_after_an_outage_the_track_restarts_at_the_mean_velocity_across_it(no_fix_messages):
+    """Out of a 10 s tunnel at a new speed: the first fix moves at the mean speed through it."""
+    frame = EnuFrame(*ORIGIN)
+    tracker = GpsTracker(GpsTrackerConfig(origin=ORIGIN))
+    before = _drive(tracker, (8.0, 0.0), 50, noise=0.1)
+    np.testing.assert_allclose(before[-1].velocity_enu, [8.0, 0.0], atol=0.5)
+    last = before[-1].position_enu[0]
+    # Through the outage the robot averages 6 m/s east and 1 m/s north.
+    if no_fix_messages:
+        for k in range(50, 150):
+            tracker.update(Fix(k * 100_000_000, float('nan'), float('nan'), float('nan'), -1))
+    back = tracker.update(Fix(150 * 100_000_000, *frame.to_geodetic([last + 60.0, 10.0, 0.0])))
+    assert back.valid and not back.jump
+    np.testing.assert_allclose(back.velocity_enu, [6.0, 1.0], atol=0.1)
+    assert back.features[0] == pytest.approx(np.hypot(6.0, 1.0) / 20.0, abs=0.01)
+
+
 def test_time_jump_resets_track():
     tracker = GpsTracker(GpsTrackerConfig(origin=ORIGIN))
     _drive(tracker, (3.0, 0.0), 20)

@@ -5,7 +5,10 @@ the innovation that flags multipath jumps (squared Mahalanobis distance against 
 gate, rather than robot_localization's disabled-by-default threshold). A jumped fix is
 reported and flagged but never folded into the state, so one spike can't drag the track;
 persistent disagreement re-anchors the position after a few fixes and keeps the velocity (a
-receiver that settles on a reflected solution jumps in position, not in speed). Multipath
+receiver that settles on a reflected solution jumps in position, not in speed). After an
+outage longer than stale_after_s the track restarts at the new fix, moving at the mean
+velocity across the gap (the displacement since the last good fix over the time between),
+not at 0: a robot leaving a tunnel has not stopped. Multipath
 comes in episodes, so the 'multipath' health feature decays linearly over jump_hold_s after
 the last rejected fix instead of marking that fix alone.
 """
@@ -86,6 +89,7 @@ class GpsTracker:
         self._cov = np.zeros((4, 4))
         self._last_stamp: int | None = None
         self._last_valid_stamp: int | None = None
+        self._last_track: tuple[int, np.ndarray] | None = None  # stamp, filtered position
         self._course: float | None = None
         self._jumps_in_row = 0
         self._last_jump_stamp: int | None = None
@@ -108,18 +112,28 @@ class GpsTracker:
 
         enu = self.frame.to_enu(fix.latitude, fix.longitude, fix.altitude)
         measurement_cov = self._measurement_covariance(fix)
-        if (self._state is not None and self._last_valid_stamp is not None
-                and (stamp - self._last_valid_stamp) / NS_PER_S > cfg.stale_after_s):
-            self._state = None  # outage: velocity is unknown again
+        restart_velocity = np.zeros(2)
+        if self._state is not None and self._last_valid_stamp is not None:
+            gap = (stamp - self._last_valid_stamp) / NS_PER_S
+            if gap > cfg.stale_after_s:
+                # Outage: the filter's extrapolation is worthless by now, the mean velocity
+                # across the gap is the best guess there is until the next fixes refine it.
+                self._state = None
+                if self._last_track is not None:
+                    track_stamp, track_position = self._last_track
+                    restart_velocity = ((enu[:2] - track_position)
+                                        / ((stamp - track_stamp) / NS_PER_S))
         jump = False
         if self._state is None:
-            self._state = np.array([enu[0], enu[1], 0.0, 0.0])
+            self._state = np.array([enu[0], enu[1], *restart_velocity])
             self._cov = np.diag([measurement_cov[0, 0], measurement_cov[1, 1], 25.0, 25.0])
         else:
             self._predict(dt)
             jump = self._correct(enu[:2], measurement_cov[:2, :2])
         if jump:
             self._last_jump_stamp = stamp
+        else:
+            self._last_track = (stamp, self._state[:2].copy())
         self._last_valid_stamp = stamp
         return self._sample(stamp, True, jump, enu, measurement_cov, dt, fix.status)
 
