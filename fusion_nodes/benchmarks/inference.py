@@ -22,6 +22,15 @@ TARGET_P50_MS = 3.0
 TARGET_SPEEDUP = 1.5
 
 
+def fusion_node_cpu_threads() -> int:
+    """fusion_node's cpu_threads from config/fusion.yaml (0 there means one per core)."""
+    import yaml
+    config = Path(__file__).resolve().parents[2] / 'config' / 'fusion.yaml'
+    threads = int(yaml.safe_load(config.read_text())['fusion_node']['ros__parameters']
+                  .get('cpu_threads', 0))
+    return threads or cpu_threads()
+
+
 def fixed_feed(metadata: ModelMetadata, seed: int = 0) -> dict[str, np.ndarray]:
     """Reproducible inputs of the metadata's shapes; availability and health inside [0, 1]."""
     rng = np.random.default_rng(seed)
@@ -49,8 +58,12 @@ def bench_model(path: Path, frames: int = FRAMES) -> dict[str, np.ndarray]:
     """Times per backend variant for one model; prints a line per variant and the verdict."""
     metadata = load_metadata(path)
     feed = fixed_feed(metadata)
+    node_threads = fusion_node_cpu_threads()
     variants = {
         'onnxruntime cpu (io binding)': ('onnxruntime', {'providers': ['CPUExecutionProvider']}),
+        f'onnxruntime cpu, {node_threads} thread(s) as fusion_node': (
+            'onnxruntime', {'providers': ['CPUExecutionProvider'],
+                            'intra_op_threads': node_threads}),
         'onnxruntime cpu (session.run)': ('onnxruntime', {'providers': ['CPUExecutionProvider'],
                                                           'use_io_binding': False}),
         'torch eager cpu': ('torch', {'device': 'cpu', 'threads': cpu_threads()}),
