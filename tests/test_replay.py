@@ -120,6 +120,12 @@ def interval_errors_ms(arrivals: list[tuple[int, int]], rate: float = 1.0) -> np
     return (np.diff(recv) - np.diff(logged) / rate) / MS
 
 
+def after_warm_up(arrivals: list[tuple[int, int]], warm_up_s: float = 0.3
+                  ) -> list[tuple[int, int]]:
+    """(receive, log) pairs from warm_up_s of log time after the first one on."""
+    return [a for a in arrivals if a[1] >= arrivals[0][1] + warm_up_s * S]
+
+
 def test_child_process_replay_keeps_the_log_schedule(bag, log_times, ros):
     node, executor = ros
     arrivals = Arrivals(node, {**SENSORS, GT: TimeReference})
@@ -139,7 +145,9 @@ def test_child_process_replay_keeps_the_log_schedule(bag, log_times, ros):
         assert len(got) >= 0.98 * len(expected), (topic, len(got), len(expected), out)
         assert set(got) <= set(expected)
         assert f'{topic}: {len(expected)}' in out
-        errors = interval_errors_ms(arrivals.got[topic])
+        # The first 0.3 s are the warm-up of both processes (a clean-tree run had intervals
+        # off by 15-41 ms there and within 1 ms after); the schedule is judged after it.
+        errors = interval_errors_ms(after_warm_up(arrivals.got[topic]))
         # Loaded 2-core CI: the bulk of intervals within a few ms. One stall of this test's own
         # executor delays one arrival, which stretches one interval and shortens the next, so
         # a single pair may be off by more; the replay losing its schedule would show in many.
@@ -153,7 +161,7 @@ def test_child_process_replay_keeps_the_log_schedule(bag, log_times, ros):
     # the end equal those at the start (medians of ten, so one late arrival cannot decide it).
     cam = arrivals.got[CAMERA]
     bag_span = (cam[-1][1] - cam[0][1]) / S
-    lag = np.array([r - s for r, s in cam]) / S
+    lag = np.array([r - s for r, s in after_warm_up(cam)]) / S
     assert abs(np.median(lag[-10:]) - np.median(lag[:10])) < 0.02, np.round(lag * 1e3, 1)
     # /clock: about 100 Hz, never backwards without a loop, and tracking the bag time.
     sim = np.array([c for _, c in clock])

@@ -24,6 +24,7 @@ import argparse
 from dataclasses import dataclass, replace
 import json
 import math
+from pathlib import Path
 import sys
 import time
 
@@ -356,6 +357,7 @@ def _plot(cells: list[dict], labels: list[str], path: str) -> None:
     axes[-1].set_xlabel('time (s)')
     axes[0].legend(fontsize=6, ncol=2)
     fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -371,7 +373,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--jitters', type=float, nargs='+', default=list(DEFAULT_JITTERS))
     parser.add_argument('--quick', action='store_true',
                         help='one seed, 20 s, two cells (for tests)')
-    parser.add_argument('--plot', default='align_eval.png')
+    # Under out/ (git-ignored): a run must not leave a picture in the source tree.
+    parser.add_argument('--plot', default='out/align_eval.png')
     parser.add_argument('--json', action='store_true', help='print one JSON object')
     args = parser.parse_args(argv)
     offsets = list(DEFAULT_OFFSETS)
