@@ -113,17 +113,16 @@ def replay_child(bag, *args: str) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, text=True)
 
 
-def interval_errors_ms(arrivals: list[tuple[int, int]], rate: float = 1.0) -> np.ndarray:
-    """How far each receive-time interval is from its log-time interval / rate."""
-    recv = np.array([r for r, _ in arrivals], dtype=np.int64)
-    logged = np.array([s for _, s in arrivals], dtype=np.int64)
-    return (np.diff(recv) - np.diff(logged) / rate) / MS
+def schedule_lag_ms(arrivals: list[tuple[int, int]], rate: float = 1.0,
+                    warm_up_s: float = 0.3) -> np.ndarray:
+    """Receive time minus log time / rate (ms) of each message after the first warm_up_s.
 
-
-def after_warm_up(arrivals: list[tuple[int, int]], warm_up_s: float = 0.3
-                  ) -> list[tuple[int, int]]:
-    """(receive, log) pairs from warm_up_s of log time after the first one on."""
-    return [a for a in arrivals if a[1] >= arrivals[0][1] + warm_up_s * S]
+    Constant when the replay keeps the log's schedule at that rate. The warm-up is left out:
+    both processes are still starting there (a full-suite run had arrivals off by 15-41 ms in
+    its first 0.2 s and within 1 ms after).
+    """
+    kept = [(r, s) for r, s in arrivals if s >= arrivals[0][1] + warm_up_s * S]
+    return np.array([r - s / rate for r, s in kept]) / MS
 
 
 def test_child_process_replay_keeps_the_log_schedule(bag, log_times, ros):
@@ -145,24 +144,23 @@ def test_child_process_replay_keeps_the_log_schedule(bag, log_times, ros):
         assert len(got) >= 0.98 * len(expected), (topic, len(got), len(expected), out)
         assert set(got) <= set(expected)
         assert f'{topic}: {len(expected)}' in out
-        # The first 0.3 s are the warm-up of both processes (a clean-tree run had intervals
-        # off by 15-41 ms there and within 1 ms after); the schedule is judged after it.
-        errors = interval_errors_ms(after_warm_up(arrivals.got[topic]))
-        # Loaded 2-core CI: the bulk of intervals within a few ms. One stall of this test's own
-        # executor delays one arrival, which stretches one interval and shortens the next, so
-        # a single pair may be off by more; the replay losing its schedule would show in many.
-        assert np.percentile(np.abs(errors), 90) < 8.0, (topic, np.round(errors, 1))
-        assert np.sum(np.abs(errors) >= 30.0) <= 2, (topic, np.round(errors, 1))
+        # Around the topic's median lag: a stall of this test's own executor delays one
+        # arrival and makes one outlier (intervals made two, which at 10 Hz GPS was 2 of 12
+        # and failed a p90 on a clean clone); losing the schedule would move them all.
+        lag = schedule_lag_ms(arrivals.got[topic])
+        deviation = np.abs(lag - np.median(lag))
+        assert np.percentile(deviation, 90) < 8.0, (topic, np.round(lag, 1))
+        assert np.sum(deviation >= 30.0) <= 2, (topic, np.round(lag, 1))
     assert arrivals.got[GT] == []  # excluded by prefix
     assert [m.data for m in latched] == ['<robot/>']
     print(out)
     assert GT not in out
-    # The whole camera stream took its bag duration in wall time: receive-minus-log offsets at
-    # the end equal those at the start (medians of ten, so one late arrival cannot decide it).
+    # The whole camera stream took its bag duration in wall time: the lag at the end equals
+    # the lag at the start (medians of ten, so one late arrival cannot decide it).
     cam = arrivals.got[CAMERA]
     bag_span = (cam[-1][1] - cam[0][1]) / S
-    lag = np.array([r - s for r, s in after_warm_up(cam)]) / S
-    assert abs(np.median(lag[-10:]) - np.median(lag[:10])) < 0.02, np.round(lag * 1e3, 1)
+    lag = schedule_lag_ms(cam)
+    assert abs(np.median(lag[-10:]) - np.median(lag[:10])) < 20.0, np.round(lag, 1)
     # /clock: about 100 Hz, never backwards without a loop, and tracking the bag time.
     sim = np.array([c for _, c in clock])
     assert len(clock) >= 0.8 * 100 * bag_span
@@ -195,10 +193,10 @@ def test_rate_loop_remap_and_sigterm(bag, log_times, ros):
     assert len(restart) == 1, restart
     pass_one = cam[:restart[0]]
     assert len(pass_one) >= 0.98 * n_cam
-    wall = (pass_one[-1][0] - pass_one[0][0]) / S
-    bag_span = (pass_one[-1][1] - pass_one[0][1]) / S
-    assert abs(wall - bag_span / 2) < 0.05, (wall, bag_span)
-    assert np.percentile(np.abs(interval_errors_ms(pass_one, rate=2.0)), 90) < 8.0
+    # At rate 2 the first pass took half its bag span: the lag against log time / 2 stays put.
+    lag = schedule_lag_ms(pass_one, rate=2.0)
+    assert abs(np.median(lag[-10:]) - np.median(lag[:10])) < 20.0, np.round(lag, 1)
+    assert np.percentile(np.abs(lag - np.median(lag)), 90) < 8.0, np.round(lag, 1)
     # The restart keeps the stream's period instead of bunching two frames together.
     gap_ms = (cam[restart[0]][0] - cam[restart[0] - 1][0]) / MS
     assert 5.0 < gap_ms < 40.0, gap_ms
