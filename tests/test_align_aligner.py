@@ -1,5 +1,7 @@
 """StreamAligner: bounded wait under random input, resets, offset recovery, config checks."""
 
+from dataclasses import replace
+
 from hypothesis import given, settings, strategies as st
 import numpy as np
 import pytest
@@ -145,6 +147,10 @@ def test_config_and_input_validation():
         AlignerConfig(max_wait_ns=-1)
     with pytest.raises(ValueError, match='unknown stream'):
         AlignerConfig(smoothing_ns=(('radar', 1),))
+    with pytest.raises(ValueError, match='prior offset'):
+        AlignerConfig(prior_offsets_ns=(('camera', 1),))
+    with pytest.raises(ValueError, match='integer ns'):
+        AlignerConfig(prior_offsets_ns=(('lidar', 0.5),))
     aligner = StreamAligner()
     with pytest.raises(ValueError, match='unknown stream'):
         aligner.push('radar', 0, 0, 0.0, None)
@@ -179,6 +185,45 @@ def test_unconfirmed_offsets_pair_exactly_like_nearest_stamp():
     assert not any(o.valid or o.offset_ns for o in ours.offsets().values())
     assert ours.stats()['estimates_run'] > 20
     assert len(got['ours']) > 800 and got['ours'] == got['nearest']
+
+
+def _run(aligner, events) -> list:
+    frames = []
+    for arrival, name, stamp, sig, capture in events:
+        deadline = aligner.next_deadline_ns()
+        while deadline is not None and deadline <= arrival:
+            frames += aligner.poll(deadline)
+            deadline = aligner.next_deadline_ns()
+        aligner.push(name, stamp, arrival, sig, capture)
+        frames += aligner.poll(arrival)
+    return frames
+
+
+def test_a_calibrated_prior_offset_pairs_until_a_lock_replaces_it():
+    """Signatures that share nothing (no lock): the prior alone moves the pairs onto true time."""
+    rng = np.random.default_rng(7)
+    events = [(a, n, s, float(rng.normal()), c)
+              for a, n, s, _, c in _events(4, 30.0, {'lidar': 150.0, 'gps': 100.0})]
+    prior = (('lidar', 150 * MS), ('gps', 100 * MS))
+    # A wait long enough for every sample (lidar arrives 105 ms after capture), so the pairs
+    # show the matching alone.
+    patient = replace(SYNTH, max_wait_ns=300 * MS)
+    share = {}
+    for label, config in (('raw', patient), ('prior', replace(patient, prior_offsets_ns=prior))):
+        aligner = StreamAligner(config)
+        frames = _run(aligner, events)
+        assert aligner.stats()['offset_locks'] == 0
+        share[label] = {}
+        for stream in ('lidar', 'gps'):
+            gaps = [abs(f.matches[stream].payload - f.payload) for f in frames
+                    if f.matches[stream] is not None]
+            # On the 10 Hz grid the nearest capture is at most 50 ms away (a drop aside).
+            share[label][stream] = float(np.mean(np.array(gaps) <= 0.05 + 1e-6))
+    offsets = aligner.offsets()
+    assert offsets['lidar'].offset_ns == 150 * MS and not offsets['lidar'].valid
+    assert offsets['gps'].offset_ns == 100 * MS and not offsets['gps'].valid
+    for stream in ('lidar', 'gps'):
+        assert share['prior'][stream] > 0.85 and share['raw'][stream] < 0.2, share
 
 
 def test_waits_only_when_a_nearer_sample_can_still_arrive():

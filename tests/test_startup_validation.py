@@ -65,6 +65,11 @@ def test_negative_cpu_threads_is_refused():
     assert result.returncode == 2 and 'cpu_threads' in result.stderr
 
 
+def test_an_implausible_time_offset_is_refused():
+    result = _run_fusion_node('-p', 'lidar_time_offset_ms:=2500.0')
+    assert result.returncode == 2 and 'lidar_time_offset_ms' in result.stderr
+
+
 def test_gps_node_refuses_a_non_positive_jump_hold():
     result = subprocess.run(
         [sys.executable, '-m', 'fusion_nodes.nodes.gps_node', '--ros-args',

@@ -42,6 +42,9 @@ from fusion_nodes.nodes.sensor_node import ERROR, OK, RELIABLE_OUTPUT, STALE, WA
 MODEL_FILE = 'gated_fusion.json'
 _DROPPED_GATE = 0.2
 _MIN_TIMER_NS = 100_000
+# A calibrated offset is a latency or a small clock difference; a second or more is a clock
+# that is simply wrong (the aligner treats such steps as time jumps).
+_MAX_TIME_OFFSET_NS = 1_000_000_000
 # Each CPU runtime's name for its thread count (TensorRT runs on the GPU).
 _THREAD_OPTION = {'onnxruntime': 'intra_op_threads', 'torch': 'threads'}
 _LEVEL_NAMES = {OK: 'OK', WARN: 'WARN', ERROR: 'ERROR', STALE: 'STALE'}
@@ -133,9 +136,15 @@ class FusionBehaviour:
             options[_THREAD_OPTION[runtime]] = threads
         self.backend = make_backend(runtime, model_path, **options)
         self.model_path = model_path
+        priors = tuple((sensor, int(round(float(p[f'{sensor}_time_offset_ms']) * 1e6)))
+                       for sensor in ('lidar', 'gps'))
+        for sensor, prior in priors:
+            if abs(prior) > _MAX_TIME_OFFSET_NS:
+                raise ValueError(f'{sensor}_time_offset_ms must be within +-'
+                                 f'{_MAX_TIME_OFFSET_NS / 1e6:g} ms, got {prior / 1e6:g}')
         self.aligner = StreamAligner(AlignerConfig(
             reference='camera', streams=('lidar', 'gps'),
-            max_wait_ns=int(float(p['max_wait_ms']) * 1e6)))
+            max_wait_ns=int(float(p['max_wait_ms']) * 1e6), prior_offsets_ns=priors))
         self.tracks = {sensor: SensorTrack(sensor) for sensor in SENSORS}
         self.watchdog = ProcessingWatchdog(WatchdogConfig(
             warn_ms=float(p['processing_warn_ms']), error_ms=float(p['processing_error_ms']),

@@ -63,6 +63,8 @@ FUSION_PARAMS = {
     'cpu_threads': 1,
     'reference_sensor': 'camera',
     'max_wait_ms': 33.0,
+    'lidar_time_offset_ms': 0.0,
+    'gps_time_offset_ms': 0.0,
     'camera_stale_ms': 100.0,
     'sensor_stale_ms': 500.0,
     'drop_sensor_on_error': True,

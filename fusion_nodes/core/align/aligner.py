@@ -14,7 +14,7 @@ clock (when the message reached us). The two are never compared directly.
 
 import bisect
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 import math
 import time
 from typing import Callable
@@ -41,6 +41,8 @@ class AlignerConfig:
     signature_delay_ns: per stream, how far the signature's effective time lies after the
     stamp's capture instant (a spinning lidar's sweep centre is half a period after its start;
     the GPS track speed belongs to the middle of its span, half a span before the stamp).
+    prior_offsets_ns: per stream, a calibrated offset (stamp minus reference-clock capture
+    time) applied while that stream's online estimate is not locked; a lock replaces it.
     """
 
     reference: str = 'camera'
@@ -76,6 +78,7 @@ class AlignerConfig:
     dejitter: bool = True
     latency_margin_ns: int = 2_000_000
     signature_capacity: int = 1024
+    prior_offsets_ns: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.reference or not isinstance(self.reference, str):
@@ -107,6 +110,12 @@ class AlignerConfig:
         for name, _ in self.smoothing_ns + self.signature_delay_ns:
             if name not in known:
                 raise ValueError(f'unknown stream {name!r} in per-stream settings')
+        for name, value in self.prior_offsets_ns:
+            if name not in self.streams:
+                raise ValueError(f'prior offset for {name!r}, which is not one of the aligned '
+                                 f'streams {self.streams}')
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise ValueError(f'prior offset for {name!r} must be integer ns, got {value!r}')
 
     def per_stream(self, table: tuple[tuple[str, int], ...], stream: str) -> int:
         return int(dict(table).get(stream, 0))
@@ -309,8 +318,14 @@ class StreamAligner:
         return min(f.arrival for f in self._pending) + self.config.max_wait_ns
 
     def offsets(self) -> dict[str, OffsetEstimate]:
-        """Current offset estimate of every non-reference stream."""
-        return {name: tracker.estimate for name, tracker in self._trackers.items()}
+        """The offset the matcher applies to each non-reference stream.
+
+        The online estimate once locked (valid); before that the configured prior (0 without
+        one), reported with valid False.
+        """
+        return {name: tracker.estimate if tracker.locked else
+                replace(tracker.estimate, offset_ns=self._prior(name))
+                for name, tracker in self._trackers.items()}
 
     def stats(self) -> dict[str, int]:
         """Counters since construction: resets by cause, order faults, late, missing, etc."""
@@ -320,9 +335,15 @@ class StreamAligner:
         return out
 
     def _offset(self, stream: str) -> int:
-        # The tracker reports 0 until its gate locks: unconfirmed offsets never reach the matcher.
+        # Unconfirmed online estimates never reach the matcher: until the gate locks, the
+        # calibrated prior (or 0) is used.
         tracker = self._trackers.get(stream)
-        return 0 if tracker is None else tracker.estimate.offset_ns
+        if tracker is None:
+            return 0
+        return tracker.estimate.offset_ns if tracker.locked else self._prior(stream)
+
+    def _prior(self, stream: str) -> int:
+        return self.config.per_stream(self.config.prior_offsets_ns, stream)
 
     def _complete(self, frame: _Sample, now_ns: int) -> bool:
         """True when no stream can still deliver a better match before the deadline."""
@@ -367,8 +388,9 @@ class StreamAligner:
                     j = match_last(refs - base, (corrected - base).astype(np.float64),
                                    float(cfg.match_band_ns))
                 elif cfg.unlocked_raw_stamps:
-                    # No confirmed offset: the nearest stamp, as a stamp-trusting matcher would.
-                    j = _nearest_stamp(state.samples, frame.stamp)
+                    # No confirmed offset: the nearest stamp, as a stamp-trusting matcher would,
+                    # shifted by the calibrated prior if there is one.
+                    j = _nearest_stamp(state.samples, frame.stamp + offset)
                 else:
                     j = int(np.argmin(np.abs(corrected - frame.dejittered)))
                 if j >= 0:
