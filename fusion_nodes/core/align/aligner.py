@@ -208,7 +208,7 @@ class StreamAligner:
             'resets_time_jump': 0, 'resets_out_of_order': 0, 'out_of_order': 0,
             'duplicates': 0, 'late': 0, 'missing': 0, 'matched': 0, 'emitted': 0,
             'bad_signature': 0, 'estimates_run': 0, 'estimates_accepted': 0,
-            'estimates_flat': 0}
+            'estimates_flat': 0, 'emitted_at_deadline': 0, 'wait_delivered': 0}
         self.estimate_us: deque[float] = deque(maxlen=4096)
 
     # ---- input -------------------------------------------------------------------------
@@ -304,7 +304,10 @@ class StreamAligner:
         still: deque[_Sample] = deque()
         for frame in self._pending:
             deadline = frame.arrival + self.config.max_wait_ns
-            if now_ns >= deadline or self._complete(frame, now_ns):
+            if self._complete(frame, now_ns):
+                out.append(self._emit(frame, now_ns))
+            elif now_ns >= deadline:
+                self._counters['emitted_at_deadline'] += 1
                 out.append(self._emit(frame, now_ns))
             else:
                 still.append(frame)
@@ -401,6 +404,8 @@ class StreamAligner:
                         match = Match(s.stamp, corrected_j, residual, s.arrival, s.payload)
             matches[name] = match
             self._counters['missing' if match is None else 'matched'] += 1
+        if any(m is not None and m.arrival_ns > frame.arrival for m in matches.values()):
+            self._counters['wait_delivered'] += 1  # a match that came while the frame waited
         if not self._emitted_refs or frame.dejittered > self._emitted_refs[-1]:
             self._emitted_refs.append(frame.dejittered)
         self._counters['emitted'] += 1
