@@ -39,6 +39,8 @@ CONFIGS = {
                           reestimate_period_ns=40 * MS, jump_threshold_ns=200 * MS,
                           out_of_order_reset=2, signature_capacity=8, latency_margin_ns=0),
     'no_dejitter_no_wait': AlignerConfig(max_wait_ns=0, dejitter=False, buffer_len=5),
+    # Calibrated priors, one of them beyond the residual limit and the jump threshold.
+    'priors': AlignerConfig(prior_offsets_ns=(('lidar', 80 * MS), ('gps', -2_000 * MS))),
 }
 STREAMS = ('camera', 'lidar', 'gps')
 
