@@ -94,3 +94,17 @@ def test_a_sensor_whose_health_says_error_is_fused_as_missing(rclpy_session, tmp
             assert node._sensor_status('camera')[0] == 'DROPPED'
     finally:
         node.destroy_node()
+
+
+def test_calibrated_time_offsets_reach_the_aligner(rclpy_session, tmp_path):
+    node = FusionNode(parameter_overrides=[
+        Parameter('model', value=str(write_tiny_model(tmp_path))),
+        Parameter('enable_overlay', value=False), Parameter('poll_period_ms', value=1000.0),
+        Parameter('lidar_time_offset_ms', value=80.0),
+        Parameter('gps_time_offset_ms', value=-12.5)])
+    try:
+        offsets = node.aligner.offsets()
+        assert offsets['lidar'].offset_ns == 80_000_000 and not offsets['lidar'].valid
+        assert offsets['gps'].offset_ns == -12_500_000
+    finally:
+        node.destroy_node()
