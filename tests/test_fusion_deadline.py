@@ -1,4 +1,5 @@
-"""fusion_node releases a frame at its max_wait deadline from a re-armed timer, not a poll."""
+"""fusion_node driven by direct calls: frame release at the max_wait deadline, the fallback clock,
+the ERROR rule and calibrated time offsets."""
 
 import time
 
