@@ -396,3 +396,23 @@ def test_schedule_does_not_drift_over_many_loops(bag, log_times):
     # No trend: the last loop is not later than the first beyond scheduling noise.
     assert np.median(lateness_ms[-n:]) - np.median(lateness_ms[:n]) < 2.0, lateness_ms
     assert summary.max_lateness_ms == pytest.approx(lateness_ms.max(), abs=2.0)
+
+
+def test_subscriber_wait_is_for_the_named_topics_only(bag, ros):
+    """GPS subscribed, lidar not: a wait for GPS returns at once, one for both runs out."""
+    node, executor = ros
+    pub_node = rclpy.create_node('replayer')
+    Arrivals(node, {GPS: NavSatFix})
+    replayer = Replayer(bag, pub_node, ReplayOptions(topics=(GPS, LIDAR)))
+    try:
+        spin_while(executor, lambda: True, 0.5)
+        started = time.monotonic()
+        assert replayer.wait_for_subscribers(10.0, (GPS,)) == []
+        assert time.monotonic() - started < 5.0
+        assert replayer.wait_for_subscribers(0.3, (GPS, LIDAR)) == [LIDAR]
+        assert replayer.wait_for_subscribers(0.3) == [LIDAR]
+        with pytest.raises(ValueError, match='not published'):
+            replayer.wait_for_subscribers(0.1, ('/nope',))
+    finally:
+        replayer.close()
+        pub_node.destroy_node()

@@ -26,6 +26,15 @@ def find_demo_bag() -> Path:
     return bags[0]
 
 
+def sensor_input_topics(bag: Path) -> list[str]:
+    """The bag's topics the sensor nodes subscribe to (camera, lidar, GPS), as published."""
+    from fusion_nodes.tools.bagio import bag_info
+    camera = ('/camera/image_raw/compressed' if bag_camera_transport(bag) == 'compressed'
+              else '/camera/image_raw')
+    present = set(bag_info(bag).topics)
+    return [t for t in (camera, '/lidar/points', '/gps/fix') if t in present]
+
+
 def bag_camera_transport(bag: Path) -> str:
     """compressed when the bag carries CompressedImage frames, else raw."""
     text = (Path(bag) / 'metadata.yaml').read_text()
@@ -46,6 +55,7 @@ class LiveRunConfig:
     replay_args: tuple[str, ...] = ()
     settle_s: float = 1.5
     startup_timeout_s: float = 60.0
+    subscriber_wait_s: float = 15.0
     params_file: Path | None = None
     composed: bool = False
 
@@ -93,8 +103,12 @@ def run_live(config: LiveRunConfig, log_dir: Path,
             codes = {n.spec.name: n.process.poll() for n in stack.nodes}
             raise StackDidNotStart(f'the node set did not come up (exit codes {codes}); '
                                    f'see the logs in {log_dir}')
+        # Replay starts once its sensor topics are matched: discovery of a new process has
+        # taken over 2 s here, and the first frames published before it were lost.
+        wait = [arg for topic in sensor_input_topics(config.bag) for arg in ('--wait-for', topic)]
         command = [sys.executable, '-m', 'fusion_nodes.tools.replay', str(config.bag),
-                   '--rate', str(config.rate), *config.replay_args]
+                   '--rate', str(config.rate), '--wait-for-subscribers',
+                   str(config.subscriber_wait_s), *wait, *config.replay_args]
         if config.loop:
             command.append('--loop')
         with open(log_dir / 'replay.log', 'w') as replay_log:  # the child keeps its own copy

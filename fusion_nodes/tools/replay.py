@@ -56,6 +56,9 @@ class ReplayOptions:
     qos_overrides: Mapping[str, QoSProfile] = field(default_factory=dict)
     late_threshold_ms: float = 5.0
     wait_for_subscribers_s: float = 0.0
+    # Output topics the wait is for (empty: every one). Ground truth or camera_info that
+    # nobody subscribes to would otherwise always run the wait out.
+    wait_topics: tuple[str, ...] = ()
     max_loops: int | None = None  # with loop: stop after this many passes
 
     def __post_init__(self) -> None:
@@ -249,12 +252,21 @@ class Replayer:
         """Ask run() to finish (thread- and signal-safe); it returns with the summary."""
         self._stop.set()
 
-    def wait_for_subscribers(self, timeout_s: float) -> list[str]:
-        """Wait until every output topic has a matched subscriber; returns those without."""
+    def wait_for_subscribers(self, timeout_s: float,
+                             topics: tuple[str, ...] = ()) -> list[str]:
+        """Wait until the output topics (empty: all) have a matched subscriber.
+
+        Returns those still without one; a topic that is not published is a ValueError.
+        """
+        publishers = {out: pub for out, pub in self._publishers.values()}
+        unknown = sorted(set(topics) - set(publishers))
+        if unknown:
+            raise ValueError(f'--wait-for topics {unknown} are not published; published: '
+                             f'{sorted(publishers)}')
+        watched = topics or tuple(publishers)
         deadline = time.monotonic() + timeout_s
         while True:
-            unmatched = [out for out, pub in self._publishers.values()
-                         if pub.get_subscription_count() == 0]
+            unmatched = [t for t in watched if publishers[t].get_subscription_count() == 0]
             if not unmatched or time.monotonic() >= deadline or self._stop.is_set():
                 return unmatched
             self._stop.wait(0.02)
@@ -272,7 +284,7 @@ class Replayer:
         """Replay until the window (or max_loops) is done or stop() is called."""
         opts = self.options
         if opts.wait_for_subscribers_s > 0.0:
-            unmatched = self.wait_for_subscribers(opts.wait_for_subscribers_s)
+            unmatched = self.wait_for_subscribers(opts.wait_for_subscribers_s, opts.wait_topics)
             if unmatched:
                 self.node.get_logger().info(f'starting without subscribers on {unmatched}')
         loops = (opts.max_loops if opts.loop else 1)
@@ -447,6 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help='before starting, wait up to this long for every published topic '
                              'to have a subscriber, so discovery does not eat the first '
                              'messages (default 2; 0 starts at once)')
+    parser.add_argument('--wait-for', action='append', default=[], metavar='TOPIC',
+                        help='an output topic the subscriber wait is for (repeatable; default: '
+                             'every published topic)')
     return parser
 
 
@@ -459,7 +474,7 @@ def options_from_args(args: argparse.Namespace) -> ReplayOptions:
         duration_s=args.duration, topics=tuple(args.topics) if args.topics else None,
         exclude_prefixes=tuple(args.exclude_prefix), remap=dict(args.remap),
         clock_hz=args.clock, qos_overrides=overrides, late_threshold_ms=args.late_threshold_ms,
-        wait_for_subscribers_s=args.wait_for_subscribers)
+        wait_for_subscribers_s=args.wait_for_subscribers, wait_topics=tuple(args.wait_for))
 
 
 def split_ros_args(argv: list[str]) -> tuple[list[str], list[str]]:
