@@ -399,7 +399,7 @@ def test_schedule_does_not_drift_over_many_loops(bag, log_times):
 
 
 def test_subscriber_wait_is_for_the_named_topics_only(bag, ros):
-    """GPS subscribed, lidar not: a wait for GPS returns at once, one for both runs out."""
+    """GPS subscribed once, lidar not: the wait is met or runs out per named topic and count."""
     node, executor = ros
     pub_node = rclpy.create_node('replayer')
     Arrivals(node, {GPS: NavSatFix})
@@ -407,12 +407,13 @@ def test_subscriber_wait_is_for_the_named_topics_only(bag, ros):
     try:
         spin_while(executor, lambda: True, 0.5)
         started = time.monotonic()
-        assert replayer.wait_for_subscribers(10.0, (GPS,)) == []
+        assert replayer.wait_for_subscribers(10.0, ((GPS, 1),)) == []
         assert time.monotonic() - started < 5.0
-        assert replayer.wait_for_subscribers(0.3, (GPS, LIDAR)) == [LIDAR]
+        assert replayer.wait_for_subscribers(0.3, ((GPS, 2),)) == [GPS]  # one subscriber only
+        assert replayer.wait_for_subscribers(0.3, ((GPS, 1), (LIDAR, 1))) == [LIDAR]
         assert replayer.wait_for_subscribers(0.3) == [LIDAR]
         with pytest.raises(ValueError, match='not published'):
-            replayer.wait_for_subscribers(0.1, ('/nope',))
+            replayer.wait_for_subscribers(0.1, (('/nope', 1),))
     finally:
         replayer.close()
         pub_node.destroy_node()

@@ -56,9 +56,10 @@ class ReplayOptions:
     qos_overrides: Mapping[str, QoSProfile] = field(default_factory=dict)
     late_threshold_ms: float = 5.0
     wait_for_subscribers_s: float = 0.0
-    # Output topics the wait is for (empty: every one). Ground truth or camera_info that
-    # nobody subscribes to would otherwise always run the wait out.
-    wait_topics: tuple[str, ...] = ()
+    # Output topics the wait is for, each with the least number of matched subscribers
+    # (empty: every topic, one each). Ground truth or camera_info that nobody subscribes to
+    # would otherwise always run the wait out.
+    wait_topics: tuple[tuple[str, int], ...] = ()
     max_loops: int | None = None  # with loop: stop after this many passes
 
     def __post_init__(self) -> None:
@@ -253,20 +254,20 @@ class Replayer:
         self._stop.set()
 
     def wait_for_subscribers(self, timeout_s: float,
-                             topics: tuple[str, ...] = ()) -> list[str]:
-        """Wait until the output topics (empty: all) have a matched subscriber.
-
-        Returns those still without one; a topic that is not published is a ValueError.
+                             topics: tuple[tuple[str, int], ...] = ()) -> list[str]:
+        """Wait until the (output topic, least subscribers) pairs are met (empty: every topic
+        has one); returns the topics still short. A topic not published is a ValueError.
         """
         publishers = {out: pub for out, pub in self._publishers.values()}
-        unknown = sorted(set(topics) - set(publishers))
+        unknown = sorted({t for t, _ in topics} - set(publishers))
         if unknown:
             raise ValueError(f'--wait-for topics {unknown} are not published; published: '
                              f'{sorted(publishers)}')
-        watched = topics or tuple(publishers)
+        watched = topics or tuple((t, 1) for t in publishers)
         deadline = time.monotonic() + timeout_s
         while True:
-            unmatched = [t for t in watched if publishers[t].get_subscription_count() == 0]
+            unmatched = [t for t, least in watched
+                         if publishers[t].get_subscription_count() < least]
             if not unmatched or time.monotonic() >= deadline or self._stop.is_set():
                 return unmatched
             self._stop.wait(0.02)
@@ -413,6 +414,17 @@ def load_qos_overrides(path: str | Path) -> dict[str, QoSProfile]:
     return out
 
 
+def _wait_arg(text: str) -> tuple[str, int]:
+    topic, _, count = text.partition('=')
+    try:
+        least = int(count) if count else 1
+    except ValueError:
+        least = 0
+    if not topic or least < 1:
+        raise argparse.ArgumentTypeError(f'expected TOPIC or TOPIC=N with N >= 1, got {text!r}')
+    return topic, least
+
+
 def _remap_arg(text: str) -> tuple[str, str]:
     old, sep, new = text.partition(':=')
     if not sep or not old or not new:
@@ -459,9 +471,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help='before starting, wait up to this long for every published topic '
                              'to have a subscriber, so discovery does not eat the first '
                              'messages (default 2; 0 starts at once)')
-    parser.add_argument('--wait-for', action='append', default=[], metavar='TOPIC',
-                        help='an output topic the subscriber wait is for (repeatable; default: '
-                             'every published topic)')
+    parser.add_argument('--wait-for', action='append', default=[], type=_wait_arg,
+                        metavar='TOPIC[=N]',
+                        help='an output topic the subscriber wait is for, with at least N '
+                             'subscribers (default 1; repeatable; default: every published '
+                             'topic, one each)')
     return parser
 
 
