@@ -304,10 +304,10 @@ class StreamAligner:
         still: deque[_Sample] = deque()
         for frame in self._pending:
             deadline = frame.arrival + self.config.max_wait_ns
-            if self._complete(frame, now_ns):
-                out.append(self._emit(frame, now_ns))
-            elif now_ns >= deadline:
+            if now_ns >= deadline:
                 self._counters['emitted_at_deadline'] += 1
+                out.append(self._emit(frame, now_ns))
+            elif self._complete(frame, now_ns):
                 out.append(self._emit(frame, now_ns))
             else:
                 still.append(frame)
