@@ -39,16 +39,25 @@ def _events(seed: int, seconds: float, offsets_ms: dict[str, float]):
     return events
 
 
-def test_offsets_recovered_and_pairs_follow_true_capture():
-    aligner = StreamAligner(SYNTH)
+def _run(aligner, events, signatures: bool = True) -> list:
+    """Feed the events in arrival order, polling at arrivals and deadlines; the frames."""
     frames = []
-    for arrival, name, stamp, sig, capture in _events(1, 40.0, {'lidar': 80.0, 'gps': -60.0}):
+    for arrival, name, stamp, sig, capture in events:
         deadline = aligner.next_deadline_ns()
         while deadline is not None and deadline <= arrival:
             frames += aligner.poll(deadline)
             deadline = aligner.next_deadline_ns()
-        aligner.push(name, stamp, arrival, sig, capture)
+        if signatures:
+            aligner.push(name, stamp, arrival, sig, capture)
+        else:
+            aligner.push(name, stamp, arrival, capture)
         frames += aligner.poll(arrival)
+    return frames
+
+
+def test_offsets_recovered_and_pairs_follow_true_capture():
+    aligner = StreamAligner(SYNTH)
+    frames = _run(aligner, _events(1, 40.0, {'lidar': 80.0, 'gps': -60.0}))
     offsets = aligner.offsets()
     assert abs(offsets['lidar'].offset_ns / MS - 80.0) < 5.0
     assert abs(offsets['gps'].offset_ns / MS + 60.0) < 5.0
@@ -168,35 +177,13 @@ def test_unconfirmed_offsets_pair_exactly_like_nearest_stamp():
         'camera', ('lidar', 'gps'), SYNTH.max_wait_ns, SYNTH.max_residual_ns)
     got = {}
     for aligner, key in ((ours, 'ours'), (nearest, 'nearest')):
-        frames = []
-        for arrival, name, stamp, sig, capture in events:
-            deadline = aligner.next_deadline_ns()
-            while deadline is not None and deadline <= arrival:
-                frames += aligner.poll(deadline)
-                deadline = aligner.next_deadline_ns()
-            if key == 'ours':
-                aligner.push(name, stamp, arrival, sig, capture)
-            else:
-                aligner.push(name, stamp, arrival, capture)
-            frames += aligner.poll(arrival)
+        frames = _run(aligner, events, signatures=key == 'ours')
         got[key] = [(f.payload, tuple(None if m is None else m.payload
                                       for m in f.matches.values())) for f in frames]
     assert ours.stats()['offset_locks'] == 0
     assert not any(o.valid or o.offset_ns for o in ours.offsets().values())
     assert ours.stats()['estimates_run'] > 20
     assert len(got['ours']) > 800 and got['ours'] == got['nearest']
-
-
-def _run(aligner, events) -> list:
-    frames = []
-    for arrival, name, stamp, sig, capture in events:
-        deadline = aligner.next_deadline_ns()
-        while deadline is not None and deadline <= arrival:
-            frames += aligner.poll(deadline)
-            deadline = aligner.next_deadline_ns()
-        aligner.push(name, stamp, arrival, sig, capture)
-        frames += aligner.poll(arrival)
-    return frames
 
 
 def test_a_calibrated_prior_offset_pairs_until_a_lock_replaces_it():
