@@ -26,14 +26,15 @@ def find_demo_bag() -> Path:
     return bags[0]
 
 
-def sensor_input_subscribers(bag: Path, enable_overlay: bool) -> list[str]:
+def sensor_input_subscribers(bag: Path, camera_transport: str,
+                             enable_overlay: bool) -> list[str]:
     """fusion-replay --wait-for values: the bag's sensor topics with their live subscribers.
 
     The camera is watched by the observer and camera_node, and by fusion_node for the
     overlay; lidar and GPS by their nodes alone.
     """
     from fusion_nodes.tools.bagio import bag_info
-    camera = ('/camera/image_raw/compressed' if bag_camera_transport(bag) == 'compressed'
+    camera = ('/camera/image_raw/compressed' if camera_transport == 'compressed'
               else '/camera/image_raw')
     present = set(bag_info(bag).topics)
     wanted = ((camera, 3 if enable_overlay else 2), ('/lidar/points', 1), ('/gps/fix', 1))
@@ -110,7 +111,8 @@ def run_live(config: LiveRunConfig, log_dir: Path,
                                    f'see the logs in {log_dir}')
         # Replay starts once its sensor topics are matched: discovery of a new process has
         # taken over 2 s here, and the first frames published before it were lost.
-        wait = [arg for value in sensor_input_subscribers(config.bag, config.enable_overlay)
+        wait = [arg for value in sensor_input_subscribers(config.bag, transport,
+                                                          config.enable_overlay)
                 for arg in ('--wait-for', value)]
         command = [sys.executable, '-m', 'fusion_nodes.tools.replay', str(config.bag),
                    '--rate', str(config.rate), '--wait-for-subscribers',
