@@ -95,16 +95,15 @@ def test_lidar_and_gps_samples_are_the_nearest_in_true_capture_time(bag, samples
         np.testing.assert_array_equal(samples['health'][k, 2], fixes[g][1].health)
         # 10 Hz lidar and GPS, no drops: the nearest capture is within half a period.
         assert samples['pair_gap_ns'][k, 1] <= 50_000_000 and samples['available'][k, 1] == 1
-    # The lidar flag describes the scan that was paired, not the camera frame's instant
-    # (as /gt/failures has it: published at each camera capture, so the last one before).
+    # The lidar flag describes the scan that was paired, not the camera frame's instant, and
+    # it is exact at the scan's capture (/gt/failures is also published at window edges).
     world = World(SCENARIO, SEED)
     cameras = samples['capture_ns']
     straddling = 0
     for k in range(cameras.size):
         t = cameras[k]
         scan_t = int(scan_capture[int(np.argmin(np.abs(scan_capture - t)))])
-        flag_t = int(cameras[np.searchsorted(cameras, scan_t, side='right') - 1])
-        in_window = world.failure_flags(flag_t)['lidar'] is not None
+        in_window = world.failure_flags(scan_t)['lidar'] is not None
         assert samples['failed'][k, 1] == int(in_window)
         straddling += in_window != (world.failure_flags(int(t))['lidar'] is not None)
     assert straddling >= 1  # the test would not tell the two rules apart otherwise

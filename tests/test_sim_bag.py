@@ -222,3 +222,18 @@ def test_generate_bag_rejects_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match='seed'):
         generate_bag('nominal', -3, tmp_path / 'y', duration_s=0.1)
     assert not Path(tmp_path / 'y').exists()
+
+
+def test_failure_truth_is_published_at_window_edges(tmp_path):
+    """Besides every camera capture, /gt/failures marks the exact instant a failure starts."""
+    scenario = load_scenario('lidar_rain')
+    generate_bag(scenario, SEED, tmp_path / 'bag', duration_s=7.0, progress=False)
+    with AnyReader([tmp_path / 'bag']) as reader:
+        conns = [c for c in reader.connections if c.topic == '/gt/failures']
+        stamps = {_ns(reader.deserialize(raw, c.msgtype).header.stamp): reader.deserialize(
+            raw, c.msgtype) for c, _, raw in reader.messages(connections=conns)}
+    edge = scenario.start_ns + 6_000_000_000
+    assert edge in stamps
+    assert [s.message for s in stamps[edge].status] == ['OK', 'rain', 'OK']
+    before = max(t for t in stamps if t < edge)
+    assert [s.message for s in stamps[before].status] == ['OK', 'OK', 'OK']

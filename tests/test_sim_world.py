@@ -288,3 +288,32 @@ def test_bad_seed_raises(nominal):
         World(nominal, -1)
     with pytest.raises(ValueError, match='outside'):
         World(nominal, SEED).ego_state(_t(nominal, 500.0))
+
+
+def test_multipath_flags_only_fixes_that_are_reflected():
+    """A multipath slot that reflects nothing delivers healthy fixes and is not flagged."""
+    scenario = load_scenario('gps_multipath')
+    world = World(scenario, 5, horizon_s=20.0)
+    clean = World(replace(scenario, failures=()), 5, horizon_s=20.0)
+    flagged = reflected = 0
+    for k in range(200):
+        t = scenario.start_ns + k * 100_000_000
+        fix, healthy = world.gps_fix(t), clean.gps_fix(t)
+        differs = (fix.latitude, fix.longitude) != (healthy.latitude, healthy.longitude)
+        assert (world.failure_flags(t)['gps'] == 'multipath') == differs
+        flagged += scenario.active_failure('gps', t) is not None
+        reflected += differs
+    assert 0 < reflected < flagged  # some slot in the 10 s window reflected nothing
+
+
+def test_failure_change_times_are_window_and_slot_edges():
+    scenario = load_scenario('gps_multipath')
+    world = World(scenario, 5, horizon_s=20.0)
+    start = scenario.start_ns
+    changes = world.failure_change_times(start + 20 * 1_000_000_000)
+    edges = [start + 6_000_000_000, start + 16_000_000_000]
+    slots = list(range(start + 7_500_000_000, start + 16_000_000_000, 1_500_000_000))
+    assert changes == sorted(set(edges + slots))
+    for t in changes:
+        # The state published at an edge is the one from that instant on.
+        assert world.failure_flags(t) == world.failure_flags(t + 1)

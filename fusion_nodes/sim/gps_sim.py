@@ -82,6 +82,26 @@ class GpsSimulator:
         return GpsFix(lat, lon, alt, STATUS_FIX, tuple(float(v) for v in cov),
                       COVARIANCE_TYPE_DIAGONAL_KNOWN)
 
+    def corrupts(self, window: FailureWindow | None, window_start_ns: int, t_ns: int) -> bool:
+        """Whether the fix at t_ns differs from a healthy receiver's.
+
+        A multipath slot without a reflection delivers healthy fixes, so it is not a failure.
+        """
+        if window is None:
+            return False
+        if window.kind == 'multipath':
+            return bool(np.any(self._multipath(window, window_start_ns, t_ns)))
+        return True
+
+    @staticmethod
+    def change_times_ns(window: FailureWindow, window_start_ns: int,
+                        window_end_ns: int) -> list[int]:
+        """Times inside a window at which corrupts() may change: multipath slot edges."""
+        if window.kind != 'multipath':
+            return []
+        slot = round(_MULTIPATH_SLOT_S * NS_PER_S)
+        return list(range(window_start_ns + slot, window_end_ns, slot))
+
     def _multipath(self, window: FailureWindow, window_start_ns: int, t_ns: int) -> np.ndarray:
         """Piecewise-constant reflections: each 1.5 s slot jumps (or not) to its own offset."""
         slot = int((t_ns - window_start_ns) // round(_MULTIPATH_SLOT_S * NS_PER_S))

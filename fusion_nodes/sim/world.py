@@ -137,5 +137,23 @@ class World:
         flags = {}
         for sensor in SENSORS:
             window = self.scenario.active_failure(sensor, t_ns)
+            if (sensor == 'gps' and window is not None
+                    and not self._gps.corrupts(window, self._window_start_ns(window), t_ns)):
+                window = None
             flags[sensor] = window.kind if window is not None else None
         return flags
+
+    def failure_change_times(self, end_ns: int) -> list[int]:
+        """Sorted true times before end_ns at which failure_flags may change.
+
+        Window edges and multipath slot edges: truth published at these instants, besides the
+        camera captures, makes the held /gt/failures state exact at every capture time.
+        """
+        times = set()
+        for window in self.scenario.failures:
+            start = self._window_start_ns(window)
+            end = self.scenario.start_ns + round(window.end_s * 1e9)
+            times.update((start, end))
+            if window.sensor == 'gps':
+                times.update(self._gps.change_times_ns(window, start, end))
+        return sorted(t for t in times if self.scenario.start_ns <= t < end_ns)

@@ -38,7 +38,7 @@ JPEG_QUALITY = 80
 STORAGES = {'mcap': StoragePlugin.MCAP, 'sqlite3': StoragePlugin.SQLITE3}
 # Order among messages with the same log time, so the write order never depends on a sort's
 # tie-breaking: static transforms, truth, then sensors.
-_PRIORITY = {'tf': 0, 'gt': 1, 'camera': 2, 'lidar': 3, 'gps': 4}
+_PRIORITY = {'tf': 0, 'gt': 1, 'failures': 1, 'camera': 2, 'lidar': 3, 'gps': 4}
 
 
 def _qos(durability: QosDurability, reliability: QosReliability, depth: int) -> Qos:
@@ -69,12 +69,14 @@ def sensor_schedules(scenario: Scenario, seed: int,
     return out
 
 
-def _events(schedules: dict[str, tuple[StreamTimes, np.ndarray]],
-            start_ns: int) -> Iterator[_Event]:
+def _events(schedules: dict[str, tuple[StreamTimes, np.ndarray]], start_ns: int,
+            failure_changes: list[int]) -> Iterator[_Event]:
     yield _Event(start_ns, _PRIORITY['tf'], 0, 'tf')
     _, camera_captures = schedules['camera']
     for i, t in enumerate(camera_captures):
         yield _Event(int(t), _PRIORITY['gt'], i, 'gt')
+    for i, t in enumerate(failure_changes):
+        yield _Event(int(t), _PRIORITY['failures'], i, 'failures')
     for sensor in SENSORS:
         times, _ = schedules[sensor]
         for i, t in enumerate(times.arrival_ns):
@@ -101,7 +103,8 @@ def generate_bag(scenario: Scenario | str, seed: int, out_path: str | Path,
     duration_ns = round(duration * NS_PER_S)
     world = World(scenario, seed, horizon_s=duration)
     schedules = sensor_schedules(scenario, world.seed, duration_ns)
-    events = sorted(_events(schedules, scenario.start_ns),
+    changes = world.failure_change_times(scenario.start_ns + duration_ns)
+    events = sorted(_events(schedules, scenario.start_ns, changes),
                     key=lambda e: (e.log_ns, e.priority, e.index))
     factory = MessageFactory()
     writer = Writer(out_path, version=Writer.VERSION_LATEST, storage_plugin=STORAGES[storage])
@@ -195,6 +198,11 @@ class _Emitter:
         log = event.log_ns
         if event.kind == 'tf':
             self._write('tf', log, f.tf_static(self.scenario.camera, self.scenario.lidar, log))
+            return
+        if event.kind == 'failures':
+            # A failure starts or ends between camera captures: its exact edge.
+            self._write('failures', log, f.failures(world.failure_flags(log),
+                                                    self.sensor_topics, log))
             return
         if event.kind == 'gt':
             t = log
