@@ -230,8 +230,9 @@ def test_failure_truth_is_published_at_window_edges(tmp_path):
     generate_bag(scenario, SEED, tmp_path / 'bag', duration_s=7.0, progress=False)
     with AnyReader([tmp_path / 'bag']) as reader:
         conns = [c for c in reader.connections if c.topic == '/gt/failures']
-        stamps = {_ns(reader.deserialize(raw, c.msgtype).header.stamp): reader.deserialize(
-            raw, c.msgtype) for c, _, raw in reader.messages(connections=conns)}
+        truth = [reader.deserialize(raw, c.msgtype)
+                 for c, _, raw in reader.messages(connections=conns)]
+    stamps = {_ns(msg.header.stamp): msg for msg in truth}
     edge = scenario.start_ns + 6_000_000_000
     assert edge in stamps
     assert [s.message for s in stamps[edge].status] == ['OK', 'rain', 'OK']

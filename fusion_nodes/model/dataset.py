@@ -21,6 +21,7 @@ from fusion_nodes.nodes.params import CAMERA_PARAMS, GPS_PARAMS, LIDAR_PARAMS
 
 # Bump when the extraction's own code changes what it computes (params are in the key too).
 # 2: the GPS track restarts after an outage at the mean velocity across it, not at 0.
+# 3: exact failure labels (truth at every window edge; clean multipath slots are healthy).
 PIPELINE_VERSION = 3
 SPLITS = ('train', 'test')
 
