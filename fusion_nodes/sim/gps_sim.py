@@ -21,7 +21,7 @@ COVARIANCE_TYPE_UNKNOWN = 0
 COVARIANCE_TYPE_DIAGONAL_KNOWN = 2
 _SINUSOIDS = 6
 _CORRELATED_SHARE = 0.7  # of the variance; the rest is white
-_MULTIPATH_SLOT_S = 1.5
+_MULTIPATH_SLOT_NS = round(1.5 * NS_PER_S)
 
 
 @dataclass(frozen=True)
@@ -99,12 +99,12 @@ class GpsSimulator:
         """Times inside a window at which corrupts() may change: multipath slot edges."""
         if window.kind != 'multipath':
             return []
-        slot = round(_MULTIPATH_SLOT_S * NS_PER_S)
-        return list(range(window_start_ns + slot, window_end_ns, slot))
+        return list(range(window_start_ns + _MULTIPATH_SLOT_NS, window_end_ns,
+                          _MULTIPATH_SLOT_NS))
 
     def _multipath(self, window: FailureWindow, window_start_ns: int, t_ns: int) -> np.ndarray:
         """Piecewise-constant reflections: each 1.5 s slot jumps (or not) to its own offset."""
-        slot = int((t_ns - window_start_ns) // round(_MULTIPATH_SLOT_S * NS_PER_S))
+        slot = int((t_ns - window_start_ns) // _MULTIPATH_SLOT_NS)
         rng = np.random.default_rng([self.seed, 41, window_start_ns, slot])
         if rng.random() < 0.25:
             return np.zeros(3)

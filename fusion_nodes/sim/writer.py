@@ -199,18 +199,15 @@ class _Emitter:
         if event.kind == 'tf':
             self._write('tf', log, f.tf_static(self.scenario.camera, self.scenario.lidar, log))
             return
-        if event.kind == 'failures':
-            # A failure starts or ends between camera captures: its exact edge.
-            self._write('failures', log, f.failures(world.failure_flags(log),
-                                                    self.sensor_topics, log))
-            return
         if event.kind == 'gt':
             t = log
             self._write('bev', log, f.bev_grid(world.bev_ground_truth(t), world.grid, t))
             self._write('objects', log, f.markers(world.objects(t), t))
             self._write('ego', log, f.odometry(world.ego_state(t), t))
-            self._write('failures', log, f.failures(world.failure_flags(t), self.sensor_topics,
-                                                    t))
+        if event.kind in ('gt', 'failures'):
+            # 'failures' alone: a failure starts or ends between camera captures.
+            self._write('failures', log, f.failures(world.failure_flags(log),
+                                                    self.sensor_topics, log))
             return
         times, _ = self.schedules[event.kind]
         capture = int(times.capture_ns[event.index])

@@ -33,11 +33,12 @@ def sensor_input_subscribers(bag: Path, camera_transport: str,
     The camera is watched by the observer and camera_node, and by fusion_node for the
     overlay; lidar and GPS by their nodes alone.
     """
+    from fusion_nodes.sim.writer import (
+        TOPIC_GPS, TOPIC_IMAGE, TOPIC_IMAGE_COMPRESSED, TOPIC_LIDAR)
     from fusion_nodes.tools.bagio import bag_info
-    camera = ('/camera/image_raw/compressed' if camera_transport == 'compressed'
-              else '/camera/image_raw')
+    camera = TOPIC_IMAGE_COMPRESSED if camera_transport == 'compressed' else TOPIC_IMAGE
     present = set(bag_info(bag).topics)
-    wanted = ((camera, 3 if enable_overlay else 2), ('/lidar/points', 1), ('/gps/fix', 1))
+    wanted = ((camera, 3 if enable_overlay else 2), (TOPIC_LIDAR, 1), (TOPIC_GPS, 1))
     return [f'{topic}={count}' for topic, count in wanted if topic in present]
 
 
