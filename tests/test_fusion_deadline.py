@@ -9,6 +9,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 
 from fusion_nodes.core.fusion_inputs import SensorSample
+from fusion_nodes.core.motion_compensation import PlanarVelocity
 from fusion_nodes.nodes.fusion_node import FusionNode
 from tests.models.make_models import write_tiny_model
 
@@ -107,5 +108,37 @@ def test_calibrated_time_offsets_reach_the_aligner(rclpy_session, tmp_path):
         offsets = node.aligner.offsets()
         assert offsets['lidar'].offset_ns == 80_000_000 and not offsets['lidar'].valid
         assert offsets['gps'].offset_ns == -12_500_000
+    finally:
+        node.destroy_node()
+
+
+@pytest.mark.parametrize('compensate', [True, False])
+def test_a_scan_older_than_the_frame_is_moved_by_the_ego_motion(rclpy_session, tmp_path,
+                                                                compensate):
+    """lidar_motion_compensation: a pillar 150 ms old at 10 m/s reaches the model 1.5 m nearer."""
+    node = FusionNode(parameter_overrides=[
+        Parameter('model', value=str(write_tiny_model(tmp_path))),
+        Parameter('enable_overlay', value=False), Parameter('max_wait_ms', value=0.0),
+        Parameter('poll_period_ms', value=1000.0),
+        Parameter('lidar_motion_compensation', value=compensate)])
+    feeds = []
+    infer = node.backend.infer
+    node.backend.infer = lambda feed: feeds.append(feed['lidar'].copy()) or infer(feed)
+    try:
+        rows, cols = node.input_shapes['lidar'][2:]
+        lidar = np.zeros(node.input_shapes['lidar'][1:], np.float32)
+        lidar[:, 40, cols // 2] = 1.0
+        health = np.array([1.0, 1.0, 0.0, 0.0], np.float32)
+        now = node.get_clock().now().nanoseconds
+        node._accept(node.tracks['lidar'], SensorSample('lidar', now, now, lidar, health, 0.0))
+        camera_stamp = now + 150_000_000
+        # As if the previous fused frame had estimated 10 m/s straight ahead, from GPS.
+        node.ego_hold.update(camera_stamp - 33_000_000, PlanarVelocity(10.0, 0.0, 0.0), 1.0)
+        node._accept(node.tracks['camera'], SensorSample(
+            'camera', camera_stamp, now + 1, np.zeros(node.input_shapes['camera'][1:],
+                                                      np.float32), health, 0.0))
+        moved_row = 40 - 3 if compensate else 40
+        assert np.argwhere(feeds[-1][0, 0]).tolist() == [[moved_row, cols // 2]]
+        assert node.lidar_compensated == int(compensate)
     finally:
         node.destroy_node()

@@ -6,6 +6,7 @@ itself goes stale the node keeps publishing at camera rate from the remaining se
 the camera marked unavailable, so one dead sensor never silences the output.
 """
 
+from dataclasses import replace
 from pathlib import Path
 import sys
 import time
@@ -27,6 +28,8 @@ from fusion_nodes.core.assessment import HEALTH_FEATURES, sensor_in_error
 from fusion_nodes.core.config import BevGrid, CameraModel, SEMANTIC_CLASSES, SENSORS
 from fusion_nodes.core.fusion_inputs import build_feed, SensorSample, StampJoiner
 from fusion_nodes.core.gps import GPS_FEATURES
+from fusion_nodes.core.motion_compensation import (
+    compensate_bev, EgoVelocityHold, PlanarVelocity)
 from fusion_nodes.core.overlay import draw_overlay
 from fusion_nodes.core.postprocess import (
     CLASS_COLOURS, colourise, extract_objects, occupancy_percent, softmax)
@@ -146,6 +149,10 @@ class FusionBehaviour:
             reference='camera', streams=('lidar', 'gps'),
             max_wait_ns=int(float(p['max_wait_ms']) * 1e6), prior_offsets_ns=priors))
         self.tracks = {sensor: SensorTrack(sensor) for sensor in SENSORS}
+        self.compensate_lidar = bool(p['lidar_motion_compensation'])
+        self.ego_hold = EgoVelocityHold()
+        self.lidar_compensated = 0
+        self.lidar_not_compensated = 0
         self.watchdog = ProcessingWatchdog(WatchdogConfig(
             warn_ms=float(p['processing_warn_ms']), error_ms=float(p['processing_error_ms']),
             error_consecutive=int(p['processing_error_consecutive'])))
@@ -327,9 +334,23 @@ class FusionBehaviour:
                 else:
                     samples[sensor] = match.payload
                     track.matched += 1
+            if samples['lidar'] is not None and self.compensate_lidar:
+                # The residual is the scan's capture minus the frame's, on the camera clock.
+                samples['lidar'] = self._move_scan(samples['lidar'], frame.stamp_ns,
+                                                   -frame.matches['lidar'].residual_ns)
             self._fuse(frame.stamp_ns, samples, now)
         self._fallback_without_camera(now)
         self._arm_deadline()
+
+    def _move_scan(self, scan: SensorSample, stamp_ns: int, age_ns: int) -> SensorSample:
+        """The lidar pillars moved by the ego motion over age_ns, when the velocity is known."""
+        velocity = self.ego_hold.velocity_at(stamp_ns)
+        if velocity is None or not self.ego_hold.usable_interval(age_ns):
+            self.lidar_not_compensated += 1
+            return scan
+        self.lidar_compensated += 1
+        features = compensate_bev(scan.features, self.grid, velocity, age_ns / 1e9)
+        return replace(scan, features=features)
 
     def _arm_deadline(self) -> None:
         """Set the deadline timer to the aligner's next deadline: no frame waits past max_wait."""
@@ -410,6 +431,9 @@ class FusionBehaviour:
         header = Header(frame_id=str(self.params['base_frame']))
         header.stamp = conversions.ns_to_stamp(stamp_ns)
         self._publish(header, outputs, samples)
+        velocity = outputs['ego_velocity'][0]
+        self.ego_hold.update(stamp_ns, PlanarVelocity(*(float(v) for v in velocity[:3])),
+                             float(np.exp(0.5 * outputs['ego_log_variance'][0, 0])))
         elapsed_ms = (time.perf_counter() - start) * 1e3
         self.processing_ms.add(elapsed_ms)
         self.watchdog.add(elapsed_ms)
@@ -551,6 +575,8 @@ class FusionBehaviour:
             'published': str(self.published),
             'fallback_frames': str(self.fallback_frames),
             'inference_errors': str(self.inference_errors.total),
+            'lidar_motion_compensated': str(self.lidar_compensated),
+            'lidar_not_compensated': str(self.lidar_not_compensated),
             'processing_ms_p50': f'{self.processing_ms.percentile(50):.2f}',
             'processing_ms_p99': f'{self.processing_ms.percentile(99):.2f}',
             'in_node_ms_p50': f'{self.in_node_ms.percentile(50):.2f}',
