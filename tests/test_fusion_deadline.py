@@ -142,3 +142,24 @@ def test_a_scan_older_than_the_frame_is_moved_by_the_ego_motion(rclpy_session, t
         assert node.lidar_compensated == int(compensate)
     finally:
         node.destroy_node()
+
+
+def test_a_scan_of_the_wrong_shape_is_not_moved_but_rejected(rclpy_session, tmp_path):
+    node = FusionNode(parameter_overrides=[
+        Parameter('model', value=str(write_tiny_model(tmp_path))),
+        Parameter('enable_overlay', value=False), Parameter('max_wait_ms', value=0.0),
+        Parameter('poll_period_ms', value=1000.0)])
+    try:
+        health = np.array([1.0, 1.0, 0.0, 0.0], np.float32)
+        now = node.get_clock().now().nanoseconds
+        node._accept(node.tracks['lidar'], SensorSample(
+            'lidar', now, now, np.zeros((4, 32, 32), np.float32), health, 0.0))
+        node.ego_hold.update(now + 50_000_000, PlanarVelocity(10.0, 0.0, 0.0), 1.0)
+        errors = node.inference_errors.total
+        node._accept(node.tracks['camera'], SensorSample(
+            'camera', now + 100_000_000, now + 1,
+            np.zeros(node.input_shapes['camera'][1:], np.float32), health, 0.0))
+        assert node.lidar_not_compensated == 1 and node.lidar_compensated == 0
+        assert node.inference_errors.total == errors + 1
+    finally:
+        node.destroy_node()

@@ -345,7 +345,9 @@ class FusionBehaviour:
     def _move_scan(self, scan: SensorSample, stamp_ns: int, age_ns: int) -> SensorSample:
         """The lidar pillars moved by the ego motion over age_ns, when the velocity is known."""
         velocity = self.ego_hold.velocity_at(stamp_ns)
-        if velocity is None or not self.ego_hold.usable_interval(age_ns):
+        if (velocity is None or not self.ego_hold.usable_interval(age_ns)
+                or scan.features.shape[1:] != self.grid.shape):
+            # A scan of the wrong shape goes on unmoved: build_feed rejects it with the reason.
             self.lidar_not_compensated += 1
             return scan
         self.lidar_compensated += 1
