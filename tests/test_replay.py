@@ -317,10 +317,14 @@ def test_options_and_command_line(tmp_path, bag):
     assert dict(opts.remap) == {'/a': '/b', '/c': '/d'}
     assert opts.exclude_prefixes == ('/gt',) and opts.topics == (CAMERA, GPS)
     assert options_from_args(build_parser().parse_args([str(bag)])).clock_hz == 0.0
+    assert options_from_args(build_parser().parse_args([str(bag)])).linger_s == 1.0
+    assert options_from_args(build_parser().parse_args(
+        [str(bag), '--linger', '0.25'])).linger_s == 0.25
     with pytest.raises(SystemExit):
         build_parser().parse_args([str(bag), '--remap', 'nocolon'])
     for bad in ({'rate': 0.0}, {'rate': float('nan')}, {'start_offset_s': -1.0},
-                {'duration_s': 0.0}, {'clock_hz': -5.0}, {'max_loops': 0}):
+                {'duration_s': 0.0}, {'clock_hz': -5.0}, {'max_loops': 0},
+                {'linger_s': -1.0}, {'linger_s': float('inf')}):
         with pytest.raises(ValueError):
             ReplayOptions(**bad)
     yaml_path = tmp_path / 'qos.yaml'
@@ -414,6 +418,38 @@ def test_subscriber_wait_is_for_the_named_topics_only(bag, ros):
         assert replayer.wait_for_subscribers(0.3) == [LIDAR]
         with pytest.raises(ValueError, match='not published'):
             replayer.wait_for_subscribers(0.1, (('/nope', 1),))
+    finally:
+        replayer.close()
+        pub_node.destroy_node()
+
+
+def test_publishers_linger_after_the_last_message_until_stopped(bag, ros):
+    """A busy subscriber can still take the last message: run() keeps its publishers up for
+    linger_s (Fast DDS shared memory delivers from the publisher's memory); stop() ends it."""
+    timings = {}
+    for linger in (0.0, 0.6):
+        pub_node = rclpy.create_node('replayer')
+        replayer = Replayer(bag, pub_node, ReplayOptions(
+            start_offset_s=1.0, duration_s=0.3, topics=(GPS,), linger_s=linger))
+        try:
+            started = time.monotonic()
+            summary = replayer.run()
+            timings[linger] = (time.monotonic() - started, summary.wall_s)
+        finally:
+            replayer.close()
+            pub_node.destroy_node()
+    (plain, plain_wall), (lingered, lingered_wall) = timings[0.0], timings[0.6]
+    assert lingered - plain >= 0.5
+    assert abs(lingered_wall - plain_wall) < 0.2  # the summary times the replay alone
+    pub_node = rclpy.create_node('replayer')
+    replayer = Replayer(bag, pub_node, ReplayOptions(
+        start_offset_s=1.0, duration_s=0.3, topics=(GPS,), linger_s=30.0))
+    try:
+        thread, result = run_in_thread(replayer)
+        time.sleep(1.0)
+        replayer.stop()
+        thread.join(timeout=2.0)
+        assert not thread.is_alive()
     finally:
         replayer.close()
         pub_node.destroy_node()

@@ -61,6 +61,10 @@ class ReplayOptions:
     # would otherwise always run the wait out.
     wait_topics: tuple[tuple[str, int], ...] = ()
     max_loops: int | None = None  # with loop: stop after this many passes
+    # After the last message the publishers stay up this long: Fast DDS's shared-memory
+    # delivery keeps a sample in the publisher's memory until each reader takes it, so a
+    # publisher destroyed at once loses its last messages to readers still busy.
+    linger_s: float = 1.0
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.rate) and self.rate > 0.0):
@@ -76,6 +80,8 @@ class ReplayOptions:
             raise ValueError(f'late threshold must be >= 0 ms, got {self.late_threshold_ms}')
         if not self.wait_for_subscribers_s >= 0.0:
             raise ValueError(f'subscriber wait must be >= 0 s, got {self.wait_for_subscribers_s}')
+        if not (math.isfinite(self.linger_s) and self.linger_s >= 0.0):
+            raise ValueError(f'linger must be >= 0 s, got {self.linger_s}')
         if self.max_loops is not None and self.max_loops < 1:
             raise ValueError(f'max_loops must be >= 1, got {self.max_loops}')
         for old, new in self.remap.items():
@@ -301,12 +307,16 @@ class Replayer:
         prefetch.primed.wait(timeout=10.0)
         wall_start = time.monotonic_ns()
         self.started_ns = wall_start
+        published_ns = None
         try:
             self._publish_loop(prefetch, wall_start)
+            published_ns = time.monotonic_ns()
+            self._stop.wait(opts.linger_s)  # returns at once after stop()
         finally:
             self._stop.set()
             prefetch.join(timeout=5.0)
-            self.summary.wall_s = (time.monotonic_ns() - wall_start) / NS_PER_S
+            end_ns = published_ns if published_ns is not None else time.monotonic_ns()
+            self.summary.wall_s = (end_ns - wall_start) / NS_PER_S
         if prefetch.error is not None:
             raise RuntimeError(f'reading {self.bag_path} failed: {prefetch.error}') \
                 from prefetch.error
@@ -471,6 +481,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help='before starting, wait up to this long for every published topic '
                              'to have a subscriber, so discovery does not eat the first '
                              'messages (default 2; 0 starts at once)')
+    parser.add_argument('--linger', type=float, default=1.0, metavar='SECONDS',
+                        help='after the last message, keep publishing endpoints up this long '
+                             'so that busy subscribers still get it (default 1)')
     parser.add_argument('--wait-for', action='append', default=[], type=_wait_arg,
                         metavar='TOPIC[=N]',
                         help='an output topic the subscriber wait is for, with at least N '
@@ -488,7 +501,8 @@ def options_from_args(args: argparse.Namespace) -> ReplayOptions:
         duration_s=args.duration, topics=tuple(args.topics) if args.topics else None,
         exclude_prefixes=tuple(args.exclude_prefix), remap=dict(args.remap),
         clock_hz=args.clock, qos_overrides=overrides, late_threshold_ms=args.late_threshold_ms,
-        wait_for_subscribers_s=args.wait_for_subscribers, wait_topics=tuple(args.wait_for))
+        wait_for_subscribers_s=args.wait_for_subscribers, wait_topics=tuple(args.wait_for),
+        linger_s=args.linger)
 
 
 def split_ros_args(argv: list[str]) -> tuple[list[str], list[str]]:
