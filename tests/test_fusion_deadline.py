@@ -16,12 +16,26 @@ from tests.models.make_models import write_tiny_model
 pytestmark = pytest.mark.ros
 
 
+def _fusion_node(tmp_path, **params) -> FusionNode:
+    """fusion_node on the tiny model, no overlay, the fallback poll out of the way; params
+    are further parameter overrides."""
+    overrides = {'model': str(write_tiny_model(tmp_path)), 'enable_overlay': False,
+                 'poll_period_ms': 1000.0, **params}
+    return FusionNode(parameter_overrides=[Parameter(name, value=value)
+                                           for name, value in overrides.items()])
+
+
+def _record_inputs(node: FusionNode, name: str) -> list[np.ndarray]:
+    """A copy of the model input `name` for every inference the node runs from now on."""
+    feeds = []
+    infer = node.backend.infer
+    node.backend.infer = lambda feed: feeds.append(feed[name].copy()) or infer(feed)
+    return feeds
+
+
 def test_a_frame_without_lidar_or_gps_leaves_at_its_max_wait_deadline(rclpy_session, tmp_path):
     """A frame whose lidar and GPS never come leaves at arrival + max_wait."""
-    node = FusionNode(parameter_overrides=[
-        Parameter('model', value=str(write_tiny_model(tmp_path))),
-        Parameter('enable_overlay', value=False), Parameter('max_wait_ms', value=60.0),
-        Parameter('poll_period_ms', value=1000.0)])
+    node = _fusion_node(tmp_path, max_wait_ms=60.0)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
@@ -47,9 +61,7 @@ def test_a_frame_without_lidar_or_gps_leaves_at_its_max_wait_deadline(rclpy_sess
 
 def test_outputs_before_the_first_camera_frame_keep_the_sensors_clock(rclpy_session, tmp_path):
     """Lidar alone, stamped a year before the node clock: the fallback output follows it."""
-    node = FusionNode(parameter_overrides=[
-        Parameter('model', value=str(write_tiny_model(tmp_path))),
-        Parameter('enable_overlay', value=False), Parameter('poll_period_ms', value=1000.0)])
+    node = _fusion_node(tmp_path)
     try:
         now = node.get_clock().now().nanoseconds
         year = 365 * 86400 * 10**9
@@ -70,14 +82,8 @@ def test_outputs_before_the_first_camera_frame_keep_the_sensors_clock(rclpy_sess
 @pytest.mark.parametrize('drop', [True, False])
 def test_a_sensor_whose_health_says_error_is_fused_as_missing(rclpy_session, tmp_path, drop):
     """drop_sensor_on_error: a frozen camera enters the model as missing, whatever its gate."""
-    node = FusionNode(parameter_overrides=[
-        Parameter('model', value=str(write_tiny_model(tmp_path))),
-        Parameter('enable_overlay', value=False), Parameter('max_wait_ms', value=0.0),
-        Parameter('poll_period_ms', value=1000.0),
-        Parameter('drop_sensor_on_error', value=drop)])
-    feeds = []
-    infer = node.backend.infer
-    node.backend.infer = lambda feed: feeds.append(feed['available'].copy()) or infer(feed)
+    node = _fusion_node(tmp_path, max_wait_ms=0.0, drop_sensor_on_error=drop)
+    feeds = _record_inputs(node, 'available')
     try:
         frozen_camera = np.array([0.5, 0.4, 0.9, 1.0], np.float32)
         healthy_lidar = np.array([1.0, 1.0, 0.0, 0.02], np.float32)
@@ -99,11 +105,7 @@ def test_a_sensor_whose_health_says_error_is_fused_as_missing(rclpy_session, tmp
 
 
 def test_calibrated_time_offsets_reach_the_aligner(rclpy_session, tmp_path):
-    node = FusionNode(parameter_overrides=[
-        Parameter('model', value=str(write_tiny_model(tmp_path))),
-        Parameter('enable_overlay', value=False), Parameter('poll_period_ms', value=1000.0),
-        Parameter('lidar_time_offset_ms', value=80.0),
-        Parameter('gps_time_offset_ms', value=-12.5)])
+    node = _fusion_node(tmp_path, lidar_time_offset_ms=80.0, gps_time_offset_ms=-12.5)
     try:
         offsets = node.aligner.offsets()
         assert offsets['lidar'].offset_ns == 80_000_000 and not offsets['lidar'].valid
@@ -116,16 +118,10 @@ def test_calibrated_time_offsets_reach_the_aligner(rclpy_session, tmp_path):
 def test_a_scan_older_than_the_frame_is_moved_by_the_ego_motion(rclpy_session, tmp_path,
                                                                 compensate):
     """lidar_motion_compensation: a pillar 150 ms old at 10 m/s reaches the model 1.5 m nearer."""
-    node = FusionNode(parameter_overrides=[
-        Parameter('model', value=str(write_tiny_model(tmp_path))),
-        Parameter('enable_overlay', value=False), Parameter('max_wait_ms', value=0.0),
-        Parameter('poll_period_ms', value=1000.0),
-        Parameter('lidar_motion_compensation', value=compensate)])
-    feeds = []
-    infer = node.backend.infer
-    node.backend.infer = lambda feed: feeds.append(feed['lidar'].copy()) or infer(feed)
+    node = _fusion_node(tmp_path, max_wait_ms=0.0, lidar_motion_compensation=compensate)
+    feeds = _record_inputs(node, 'lidar')
     try:
-        rows, cols = node.input_shapes['lidar'][2:]
+        cols = node.input_shapes['lidar'][3]
         lidar = np.zeros(node.input_shapes['lidar'][1:], np.float32)
         lidar[:, 40, cols // 2] = 1.0
         health = np.array([1.0, 1.0, 0.0, 0.0], np.float32)
@@ -145,10 +141,7 @@ def test_a_scan_older_than_the_frame_is_moved_by_the_ego_motion(rclpy_session, t
 
 
 def test_a_scan_of_the_wrong_shape_is_not_moved_but_rejected(rclpy_session, tmp_path):
-    node = FusionNode(parameter_overrides=[
-        Parameter('model', value=str(write_tiny_model(tmp_path))),
-        Parameter('enable_overlay', value=False), Parameter('max_wait_ms', value=0.0),
-        Parameter('poll_period_ms', value=1000.0)])
+    node = _fusion_node(tmp_path, max_wait_ms=0.0)
     try:
         health = np.array([1.0, 1.0, 0.0, 0.0], np.float32)
         now = node.get_clock().now().nanoseconds
