@@ -15,6 +15,7 @@ from fusion_nodes.core.config import CameraPreprocessConfig, LidarModel, PillarC
 from fusion_nodes.core.gps import GpsTracker
 from fusion_nodes.core.lidar import lidar_points_to_base, LidarHealthTracker, pillarize
 from fusion_nodes.model.bag_samples import extract_bag_samples, PairingConfig
+from fusion_nodes.nodes.params import LIDAR_PARAMS
 from fusion_nodes.sim.scenario import scenario_from_dict
 from fusion_nodes.sim.world import World
 from fusion_nodes.sim.writer import generate_bag
@@ -173,3 +174,16 @@ def test_feature_cache_key_follows_sensor_params_and_pairing_only(monkeypatch):
     monkeypatch.setitem(FUSION_PARAMS, 'max_wait_ms', 0.0)
     monkeypatch.setitem(FUSION_PARAMS, 'poll_period_ms', 1.0)
     assert spec.features_key() == key
+
+
+def test_node_params_reach_the_extractors_as_on_the_robot(bag, samples):
+    # Half the expected sweep size doubles the point ratio, and nothing else changes.
+    expected = int(LIDAR_PARAMS['expected_points']) // 2
+    lighter = extract_bag_samples(bag, PairingConfig(camera_stride=1),
+                                  node_params={'lidar_node': {'expected_points': expected}})
+    ratio = samples['health'][:, 1, 0]
+    assert (ratio > 0).any()
+    np.testing.assert_allclose(lighter['health'][:, 1, 0], np.minimum(ratio * 2, 1.5),
+                               rtol=1e-5)
+    np.testing.assert_array_equal(lighter['health'][:, 1, 1:], samples['health'][:, 1, 1:])
+    np.testing.assert_array_equal(lighter['lidar'], samples['lidar'])

@@ -10,13 +10,14 @@ ground truth: /gt/bev at the frame's capture time, the /gt/ego twist nearest to 
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 
 from fusion_nodes import conversions
 from fusion_nodes.core.config import BevGrid, SENSORS
 from fusion_nodes.model.features import CameraExtractor, GpsExtractor, LidarExtractor
-from fusion_nodes.nodes.params import FUSION_PARAMS
+from fusion_nodes.nodes.params import CAMERA_PARAMS, FUSION_PARAMS, GPS_PARAMS, LIDAR_PARAMS
 
 CAMERA_TOPICS = ('/camera/image_raw', '/camera/image_raw/compressed')
 LIDAR_TOPIC = '/lidar/points'
@@ -105,12 +106,21 @@ def _capture_times(stream: _Stream, topic: str, captures: dict) -> np.ndarray:
 
 
 def extract_bag_samples(bag_path: Path, pairing: PairingConfig = PairingConfig(),
-                        grid: BevGrid = BevGrid()) -> dict[str, np.ndarray]:
-    """Arrays keyed by SAMPLE_FIELDS, one row per kept camera frame with ground truth."""
+                        grid: BevGrid = BevGrid(),
+                        node_params: Mapping[str, Mapping[str, Any]] | None = None
+                        ) -> dict[str, np.ndarray]:
+    """Arrays keyed by SAMPLE_FIELDS, one row per kept camera frame with ground truth.
+
+    node_params ({'lidar_node': {...}, ...}) replaces the sensor nodes' parameter defaults
+    where given, as a robot's parameter file does for its nodes.
+    """
     from rosbags.highlevel import AnyReader
     from rosbags.typesys import get_typestore, Stores
 
-    camera, lidar, gps = CameraExtractor(), LidarExtractor(), GpsExtractor()
+    given = node_params or {}
+    camera = CameraExtractor({**CAMERA_PARAMS, **given.get('camera_node', {})})
+    lidar = LidarExtractor({**LIDAR_PARAMS, **given.get('lidar_node', {})})
+    gps = GpsExtractor({**GPS_PARAMS, **given.get('gps_node', {})})
     streams = {'camera': _Stream(), 'lidar': _Stream(), 'gps': _Stream()}
     camera_topic = None
     camera_count = 0

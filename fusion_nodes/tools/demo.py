@@ -14,6 +14,9 @@ import sys
 from fusion_nodes.tools.live_run import (
     bag_camera_transport, find_demo_bag, LiveRunConfig, ROOT, run_live, StackDidNotStart)
 
+# What the shipped bag's robot sets differently from config/fusion.yaml (its lighter lidar).
+DEMO_OVERLAY = 'demo_bag.yaml'
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
@@ -22,17 +25,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--backend', default='onnxruntime')
     parser.add_argument('--model', default='', help="metadata JSON ('' = the shipped model)")
     parser.add_argument('--rate', type=float, default=1.0, help='replay rate factor')
+    parser.add_argument('--params-overlay', type=Path,
+                        help='values over config/fusion.yaml for the robot that recorded the '
+                             'bag (default: config/demo_bag.yaml with the shipped bag, none '
+                             "with --bag; '' for none)")
     args = parser.parse_args(argv)
 
     from fusion_nodes.tools.bag_truth import load_bag_truth, score_semantic
+    from fusion_nodes.tools.node_set import default_params_file
     from fusion_nodes.tools.observer import write_report_picture
+    from fusion_nodes.tools.params_overlay import merged_parameters, write_parameters
 
     bag = args.bag or find_demo_bag()
+    overlay = args.params_overlay
+    if overlay is None and args.bag is None:
+        overlay = ROOT / 'config' / DEMO_OVERLAY
+    params_file = None
+    if overlay is not None and str(overlay) not in ('', '.'):
+        try:
+            merged = merged_parameters(default_params_file(), overlay)
+        except ValueError as error:
+            print(f'demo: {error}', file=sys.stderr)
+            return 2
+        params_file = write_parameters(merged, args.out / 'params.yaml')
     print(f'demo: bag {bag} (camera {bag_camera_transport(bag)}), backend {args.backend}, '
+          f"parameters {params_file or default_params_file()} (overlay {overlay or 'none'}), "
           f'logs in {args.out}', flush=True)
     try:
         run = run_live(LiveRunConfig(bag=bag, backend=args.backend, model=args.model,
-                                     rate=args.rate), log_dir=args.out)
+                                     rate=args.rate, params_file=params_file),
+                       log_dir=args.out)
     except StackDidNotStart as error:
         print(f'demo: {error}', file=sys.stderr)
         return 1
