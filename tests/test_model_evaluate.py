@@ -24,12 +24,17 @@ def _result(miou: dict, failed: dict, gates: dict) -> dict:
 NAN = float('nan')
 
 
-def _results(gated_blackout: float, ungated_blackout: float, failed_gate: float) -> dict:
+def _results(gated_blackout: float, ungated_blackout: float, failed_gate: float,
+             open_blackout: float | None = None) -> dict:
     healthy = {'camera': (0.95, NAN), 'lidar': (0.9, NAN), 'gps': (0.97, NAN)}
     nominal = _result({'gated': 0.6, 'camera_only': 0.3, 'lidar_only': 0.5, 'ungated': 0.55,
-                       'late_fusion': 0.5}, {'camera': 0.0, 'lidar': 0.0, 'gps': 0.0}, healthy)
+                       'gates_open': 0.58, 'late_fusion': 0.5},
+                      {'camera': 0.0, 'lidar': 0.0, 'gps': 0.0}, healthy)
+    if open_blackout is None:
+        open_blackout = ungated_blackout
     blackout = _result({'gated': gated_blackout, 'camera_only': 0.1, 'lidar_only': 0.5,
-                        'ungated': ungated_blackout, 'late_fusion': 0.4},
+                        'ungated': ungated_blackout, 'gates_open': open_blackout,
+                        'late_fusion': 0.4},
                        {'camera': 0.5, 'lidar': 0.0, 'gps': 0.0},
                        dict(healthy, camera=(0.95, failed_gate)))
     return {'nominal': nominal, 'camera_blackout': blackout}
@@ -47,11 +52,24 @@ def test_acceptance_reports_each_miss():
     checks = acceptance(_results(0.48, 0.52, 0.3))
     assert not checks['no_negative_transfer']['pass']
     assert not checks['ungated_negative_transfer_somewhere']['pass']
+    assert not checks['gates_open_negative_transfer_somewhere']['pass']
     assert not checks['gates']['pass'] and not checks['gates_single_failure']['pass']
     assert checks['gates_single_failure']['scenarios']['camera_blackout']['failed_gate'] == 0.3
     assert checks['nominal_gated_beats_all']['pass']
     table = markdown(_results(0.48, 0.52, 0.3), checks)
     assert '| camera_blackout | camera |' in table and 'no_negative_transfer: MISS' in table
+
+
+def test_trained_ungated_and_opened_gates_are_judged_apart():
+    # The separately trained baseline copes with the blackout; the same weights without their
+    # gates do not.
+    checks = acceptance(_results(0.52, 0.51, 0.05, open_blackout=0.3))
+    assert not checks['ungated_negative_transfer_somewhere']['pass']
+    opened = checks['gates_open_negative_transfer_somewhere']
+    assert opened['pass'] and opened['scenarios'] == ['camera_blackout']
+    transfer = checks['no_negative_transfer']['scenarios']['camera_blackout']
+    assert transfer['gates_open'] == 0.3 and transfer['gates_open_below']
+    assert not transfer['ungated_below']
 
 
 def test_gate_timeline_is_written(tmp_path):
@@ -65,7 +83,7 @@ def test_gates_are_judged_per_single_failure_scenario_and_pooled():
     # Two sensors failing at once: left out of the per-scenario check, counted when pooled.
     results['combined'] = _result(
         {'gated': 0.5, 'camera_only': 0.3, 'lidar_only': 0.4, 'ungated': 0.5,
-         'late_fusion': 0.4}, {'camera': 0.5, 'lidar': 0.0, 'gps': 0.5},
+         'gates_open': 0.5, 'late_fusion': 0.4}, {'camera': 0.5, 'lidar': 0.0, 'gps': 0.5},
         {'camera': (0.95, 0.9), 'lidar': (0.9, NAN), 'gps': (0.97, 0.9)})
     checks = acceptance(results)
     assert checks['gates_single_failure']['pass']

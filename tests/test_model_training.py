@@ -68,6 +68,11 @@ def test_short_training_learns_the_gates_from_failure_flags():
     assert (out['gates'][:, 0] > 0).all()
     masked = predict(model, _synthetic(8, seed=2), keep=('lidar',))
     assert (masked['gates'][:, [0, 2]] == 0).all()
+    # Opened gates are the availability bits, and the noise scans then reach the fused head.
+    opened = predict(model, _synthetic(32, seed=1), open_gates=True)
+    assert (opened['gates'] == 1.0).all()
+    assert (opened['bev'][:16] == out['bev'][:16]).mean() > 0.99
+    assert (opened['bev'][16:] != out['bev'][16:]).any()
 
 
 def test_without_errors_drops_only_the_rows_and_sensors_in_error():

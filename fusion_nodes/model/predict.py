@@ -54,10 +54,12 @@ def without_errors(samples: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 @torch.no_grad()
 def predict(model: GatedFusionNet, samples: dict[str, np.ndarray],
-            keep: tuple[str, ...] = SENSORS, batch_size: int = 64) -> dict[str, np.ndarray]:
+            keep: tuple[str, ...] = SENSORS, batch_size: int = 64,
+            open_gates: bool = False) -> dict[str, np.ndarray]:
     """Class maps of the fused, camera-aux, lidar-aux and late-fused heads, ego and gates.
 
     keep masks the other sensors out, as if they had never delivered (single modality runs).
+    open_gates pins every gate to the availability bit (the model without its gating).
     Late fusion averages the single-sensor heads' probabilities over the sensors present and
     takes ego from the GPS branch with its gate pinned to availability.
     """
@@ -69,8 +71,8 @@ def predict(model: GatedFusionNet, samples: dict[str, np.ndarray],
         batch = {key: torch.from_numpy(np.ascontiguousarray(samples[key][start:stop]))
                  for key in INPUT_KEYS}
         batch = mask_sensors(batch, keep)
-        out = model.forward_all(**batch)
         fixed = model.forward_all(**batch, gate_override=batch['available'])
+        out = fixed if open_gates else model.forward_all(**batch)
         present = batch['available'][:, :2, None, None, None]
         probs = torch.stack([out['camera_logits'].softmax(1), out['lidar_logits'].softmax(1)], 1)
         late = (probs * present).sum(1) / present.sum(1).clamp(min=1.0)
