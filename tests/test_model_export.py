@@ -15,10 +15,20 @@ from fusion_nodes.model.export import (
 from fusion_nodes.model.network import build_model, INPUT_NAMES, OUTPUT_NAMES
 
 
-@pytest.fixture(scope='module')
-def exported(tmp_path_factory):
+# 1.1.0's gate-normalised fusion, and 1.2.0's (the shipped one) with learned absent codes.
+ARCHITECTURES = {'normalised': {},
+                 'absent_code': {'absent_code': True, 'mask_in_head': True, 'gate_floor': 0.1}}
+
+
+@pytest.fixture(scope='module', params=sorted(ARCHITECTURES))
+def exported(request, tmp_path_factory):
     torch.manual_seed(0)
-    model = build_model().eval()
+    model = build_model({'architecture': ARCHITECTURES[request.param]}).eval()
+    if model.cfg.absent_code:
+        with torch.no_grad():  # zeros at init; a trained model's are not
+            for code in (model.camera_absent_scale, model.camera_absent_bias,
+                         model.lidar_absent_bias):
+                code.normal_()
     directory = tmp_path_factory.mktemp('model')
     json_path = write_model(model, directory, 'gated_fusion', '0.0-test',
                             {'data_sha256': 'none', 'seeds': [], 'epochs': 0})

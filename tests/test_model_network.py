@@ -116,6 +116,55 @@ def test_gate_floor_drops_a_low_gate_as_if_the_sensor_were_missing():
         torch.testing.assert_close(a, b)
 
 
+def _absent_code_model(seed: int = 0) -> GatedFusionNet:
+    torch.manual_seed(seed)
+    model = GatedFusionNet(cfg=NetworkConfig(absent_code=True)).eval()
+    with torch.no_grad():  # as if trained: codes that differ from the zero init
+        for code in (model.camera_absent_scale, model.camera_absent_bias,
+                     model.lidar_absent_bias):
+            code.normal_()
+    return model
+
+
+def test_absent_code_stands_in_for_a_missing_sensor_whatever_it_sent():
+    model = _absent_code_model()
+    first = _inputs(seed=6, available=(0.0, 1.0, 1.0))
+    second = dict(first, camera=torch.randn(1, 3, 96, 128) * 5.0)
+    with torch.no_grad():
+        a, b = model(**first)[0], model(**second)[0]
+        present = model(**dict(first, available=torch.ones(1, 3)))[0]
+    torch.testing.assert_close(a, b)
+    assert (a - present).abs().max().item() > 1e-4
+    # With the lidar gate at 1, the head input is the mean of the lidar features and the
+    # camera's code, which has the camera's ground footprint in it.
+    captured = {}
+    model.bev_head.register_forward_hook(lambda m, i, o: captured.update(x=i[0]))
+    with torch.no_grad():
+        model.forward_all(**first, gate_override=torch.tensor([[0.0, 1.0, 1.0]]))
+        lidar_bev = model.lidar_encoder(first['lidar'])
+    code = 2.0 * captured['x'] - lidar_bev
+    expected = model.camera_absent_scale * model.camera_mask + model.camera_absent_bias
+    torch.testing.assert_close(code, expected.expand_as(code))
+    inside = model.camera_mask[0, 0] > 0.5
+    assert inside.any() and (~inside).any()
+
+
+def test_absent_code_gate_floor_drops_a_sensor_to_its_code():
+    model = _absent_code_model(seed=1)
+    inputs = _inputs(seed=7)
+    with torch.no_grad():
+        gates = model(**inputs)[3][0]
+    floor = float(gates[:2].min()) + 1e-3
+    floored = GatedFusionNet(cfg=NetworkConfig(absent_code=True, gate_floor=floor)).eval()
+    floored.load_state_dict(model.state_dict())
+    low = int(gates[:2].argmin())
+    missing = inputs['available'].clone()
+    missing[0, low] = 0.0
+    with torch.no_grad():
+        out, reference = floored(**inputs), model(**dict(inputs, available=missing))
+    torch.testing.assert_close(out[0], reference[0])
+
+
 def test_gate_loss_reaches_the_gate_mlps_but_not_the_encoders():
     torch.manual_seed(0)
     model = GatedFusionNet().train()
