@@ -91,3 +91,14 @@ def test_without_errors_drops_only_the_rows_and_sensors_in_error():
     assert (out['health'][0] == samples['health'][0]).all()
     for key, value in before.items():  # the input is not modified
         np.testing.assert_array_equal(samples[key], value)
+
+
+def test_absent_code_training_builds_and_learns_the_codes():
+    samples = _synthetic(16, seed=4)
+    cfg = TrainConfig(epochs=2, batch_size=8, learning_rate=1e-2, seed=0,
+                      dropout=(0.5, 0.5, 0.0), threads=1, absent_code=True)
+    model, _ = train_model(samples, cfg, progress=False)
+    assert model.cfg.absent_code
+    # Dropout sends whole sensors to their codes, so the codes get gradients and move off 0.
+    assert model.lidar_absent_bias.abs().sum() > 0
+    assert model.camera_absent_bias.abs().sum() > 0

@@ -45,6 +45,8 @@ class TrainConfig:
     dropout: tuple[float, float, float] = (0.2, 0.2, 0.2)
     gate_mode: str = 'learned'
     threads: int = 2
+    # NetworkConfig.absent_code; off in the shipped model 1.1.0 (see the model README).
+    absent_code: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -95,7 +97,7 @@ def train_model(samples: dict[str, np.ndarray], cfg: TrainConfig,
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     arch = arch or NetworkConfig(gate_mode=cfg.gate_mode, mask_in_head=True,
-                                 gate_floor=GATE_FLOOR)
+                                 gate_floor=GATE_FLOOR, absent_code=cfg.absent_code)
     # channels_last lets oneDNN pick its fast convolution kernels: about 1.4x per step here.
     model = GatedFusionNet(cfg=arch).to(memory_format=torch.channels_last)
     weights = class_weights(samples['bev'], len(SEMANTIC_CLASSES))
@@ -180,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--threads', type=int, default=TrainConfig.threads)
     parser.add_argument('--variant', choices=('gated', 'ungated'), default='gated',
                         help='ungated: gates pinned to availability, no gate supervision')
+    parser.add_argument('--absent-code', action='store_true',
+                        help='fuse with learned absent codes (NetworkConfig.absent_code)')
     parser.add_argument('--val-every', type=int, default=0,
                         help='hold out every n-th recording for validation (0: none)')
     parser.add_argument('--out', type=Path, default=None,
@@ -195,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     gate_mode = 'learned' if args.variant == 'gated' else 'fixed'
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
                       learning_rate=args.lr, seed=args.seed, gate_mode=gate_mode,
-                      threads=args.threads)
+                      threads=args.threads, absent_code=args.absent_code)
     print(f'training {args.variant} on {train["camera"].shape[0]} samples from '
           f'{len(items)} recordings', flush=True)
     model, history = train_model(train, cfg)
