@@ -176,6 +176,17 @@ def test_feature_cache_key_follows_sensor_params_and_pairing_only(monkeypatch):
     assert spec.features_key() == key
 
 
+def test_held_out_scenarios_give_test_recordings_only(tmp_path):
+    from fusion_nodes.model import dataset
+    spec = dataset.DataSpec(data_dir=tmp_path)
+    train = {r.scenario for r in dataset.recordings('train', spec)}
+    test = {r.scenario for r in dataset.recordings('test', spec)}
+    assert 'lidar_crosstalk' in test and 'lidar_crosstalk' not in train
+    assert test - train == {'lidar_crosstalk'}
+    with pytest.raises(ValueError, match='held out of training'):
+        dataset.recordings('train', spec, ['lidar_crosstalk'])
+
+
 def test_node_params_reach_the_extractors_as_on_the_robot(bag, samples):
     # Half the expected sweep size doubles the point ratio, and nothing else changes.
     expected = int(LIDAR_PARAMS['expected_points']) // 2

@@ -58,6 +58,15 @@ def test_acceptance_reports_each_miss():
     assert checks['nominal_gated_beats_all']['pass']
     table = markdown(_results(0.48, 0.52, 0.3), checks)
     assert '| camera_blackout | camera |' in table and 'no_negative_transfer: MISS' in table
+    assert 'Held out' not in table
+
+
+def test_markdown_names_the_held_out_scenarios():
+    results = _results(0.52, 0.45, 0.05)
+    results['camera_blackout']['held_out'] = True
+    table = markdown(results, acceptance(results))
+    assert 'Held out of training (a failure kind no training scenario contains): ' \
+        'camera_blackout.' in table
 
 
 def test_trained_ungated_and_opened_gates_are_judged_apart():

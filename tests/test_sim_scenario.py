@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from fusion_nodes.core.config import SENSORS
-from fusion_nodes.sim.scenario import (FAILURE_KINDS, FailureWindow, list_scenarios,
-                                       load_scenario, SPLITS)
+from fusion_nodes.sim.scenario import (FAILURE_KINDS, FailureWindow, HELD_OUT_KINDS,
+                                       list_scenarios, load_scenario, SPLITS)
 
 CATALOGUE = ('nominal', 'camera_blackout', 'camera_glare', 'lidar_dropout', 'lidar_rain',
              'gps_outage', 'gps_multipath', 'clock_offset', 'jitter_drops', 'combined')
@@ -59,8 +59,23 @@ def test_clock_offset_scenario_offsets_lidar_and_gps_by_50_to_150_ms():
 def test_combined_covers_every_failure_kind_but_gps_outage():
     kinds = {(w.sensor, w.kind) for w in load_scenario('combined').failures}
     every = {(s, k) for s, ks in FAILURE_KINDS.items() for k in ks}
-    expected = every - {('gps', 'outage'), ('camera', 'glare')}
+    expected = every - {('gps', 'outage'), ('camera', 'glare')} - HELD_OUT_KINDS
     assert expected <= kinds
+
+
+def test_held_out_kinds_appear_only_in_held_out_scenarios(tmp_path):
+    for name in list_scenarios():
+        scenario = load_scenario(name)
+        if not scenario.held_out:
+            assert not {(w.sensor, w.kind) for w in scenario.failures} & HELD_OUT_KINDS
+    assert load_scenario('lidar_crosstalk').held_out
+    window = '  - {sensor: lidar, kind: crosstalk, start_s: 0, end_s: 1}\n'
+    text = 'name: x\nduration_s: 5\nfailures:\n' + window
+    with pytest.raises(ValueError, match='held_out: true'):
+        load_scenario(_write(tmp_path, text))
+    assert load_scenario(_write(tmp_path, text + 'held_out: true\n')).held_out
+    with pytest.raises(ValueError, match='true or false'):
+        load_scenario(_write(tmp_path, 'name: x\nduration_s: 5\nheld_out: 1\n'))
 
 
 def test_active_failure_follows_the_window():

@@ -10,7 +10,7 @@ import pytest
 from fusion_nodes.core.config import BevGrid, SEMANTIC_CLASSES
 from fusion_nodes.sim.gps_sim import GpsSimulator
 from fusion_nodes.sim.lidar_cast import POINT_DTYPE
-from fusion_nodes.sim.scenario import FailureWindow, load_scenario, WorldParams
+from fusion_nodes.sim.scenario import FailureWindow, HELD_OUT_KINDS, load_scenario, WorldParams
 from fusion_nodes.sim.world import World
 
 SEED = 11003
@@ -196,7 +196,9 @@ T0 = 4.0  # failure windows start here, once the ego is moving
 
 
 def _failure_world(nominal, windows):
-    return World(replace(nominal, failures=tuple(windows)), SEED, horizon_s=6.0)
+    held_out = any((w.sensor, w.kind) in HELD_OUT_KINDS for w in windows)
+    return World(replace(nominal, failures=tuple(windows), held_out=held_out), SEED,
+                 horizon_s=6.0)
 
 
 def test_every_camera_failure_visibly_changes_frames(nominal, world):
@@ -229,7 +231,7 @@ def test_every_camera_failure_visibly_changes_frames(nominal, world):
 
 
 def test_every_lidar_failure_visibly_changes_scans(nominal, world):
-    kinds = ('dropout', 'sparse', 'rain', 'frozen')
+    kinds = ('dropout', 'sparse', 'rain', 'frozen', 'crosstalk')
     failed = _failure_world(nominal, [FailureWindow('lidar', k, T0 + i, T0 + i + 1.0)
                                       for i, k in enumerate(kinds)])
     for i, kind in enumerate(kinds):
@@ -247,12 +249,18 @@ def test_every_lidar_failure_visibly_changes_scans(nominal, world):
             assert near.sum() > near_clean.sum() + 1000
             far = np.hypot(bad['x'], bad['y']) > 25.0
             assert far.sum() < 0.8 * (np.hypot(clean['x'], clean['y']) > 25.0).sum()
+        elif kind == 'crosstalk':
+            # Every true return kept, ghosts added at all ranges, far ones included.
+            assert bad.size == clean.size + 6000
+            assert np.all(np.diff(bad['time']) >= 0)
+            far = np.hypot(bad['x'], bad['y']) > 25.0
+            assert far.sum() > (np.hypot(clean['x'], clean['y']) > 25.0).sum() + 3000
         else:
             start = failed.lidar_scan(_t(nominal, T0 + i))
             assert np.array_equal(bad, start)
             assert not np.array_equal(clean, start)
-    assert np.array_equal(failed.lidar_scan(_t(nominal, T0 + 4.5)),
-                          world.lidar_scan(_t(nominal, T0 + 4.5)))
+    assert np.array_equal(failed.lidar_scan(_t(nominal, T0 + 5.5)),
+                          world.lidar_scan(_t(nominal, T0 + 5.5)))
 
 
 def test_every_gps_failure_visibly_changes_fixes(nominal, world):

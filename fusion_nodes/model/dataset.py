@@ -92,9 +92,15 @@ def recordings(split: str, spec: DataSpec, scenarios: Iterable[str] | None = Non
         # failure is judged on the same drives as nominal; training gives each scenario its
         # own worlds, for variety, at an offset fixed by the name alone (not by the catalogue's
         # contents, which would reshuffle every cached recording when a scenario is added).
+        scenario = load_scenario(name)
+        if scenario.held_out and split != 'test':
+            if scenarios is not None:
+                raise ValueError(f'scenario {name!r} is held out of training: it has test '
+                                 f'seeds only, not {split}')
+            continue
         count = spec.seeds_per_scenario[split]
         offset = (zlib.crc32(name.encode()) % 3000) * count if split == 'train' else 0
-        for seed in scenario_seeds(load_scenario(name), split, count, offset):
+        for seed in scenario_seeds(scenario, split, count, offset):
             stem = f'{name}_seed{seed}_{spec.duration_s:g}s'
             out.append(Recording(name, seed, spec.data_dir / 'bags' / stem,
                                  spec.data_dir / 'features' / f'{stem}_{key}.npz'))

@@ -246,6 +246,10 @@ def markdown(results: dict[str, dict], checks: dict) -> str:
         g = result['gates']
         lines.append(f'| {name} | ' + ' | '.join(
             f"{fmt(g[s]['healthy'])} / {fmt(g[s]['failed'])}" for s in SENSORS) + ' |')
+    held_out = [name for name, result in results.items() if result.get('held_out')]
+    if held_out:
+        lines += ['', 'Held out of training (a failure kind no training scenario contains): '
+                  + ', '.join(held_out) + '.']
     lines.append('')
     for check, value in checks.items():
         lines.append(f"- {check}: {'PASS' if value['pass'] else 'MISS'}")
@@ -324,8 +328,10 @@ def main(argv: list[str] | None = None) -> int:
                             seeds_per_scenario={'train': 1, 'test': args.seeds})
     items = dataset.prepare('test', spec, args.scenarios)
     results = {}
+    from fusion_nodes.sim.scenario import load_scenario
     for name, group in _by_scenario(items).items():
         results[name] = evaluate_scenario(gated, ungated, dataset.load_samples(group))
+        results[name]['held_out'] = load_scenario(name).held_out
     checks = acceptance(results)
     table = markdown(results, checks)
     args.out.mkdir(parents=True, exist_ok=True)

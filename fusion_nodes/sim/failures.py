@@ -70,6 +70,12 @@ def lidar_failure(points: np.ndarray, window: FailureWindow, seed: int, t_ns: in
         return points[keep]
     if kind == 'rain':
         return _rain(points, rng, params, elevations, max_range, scan_period_s)
+    if kind == 'crosstalk':
+        # Another lidar's pulses taken for echoes: ghost returns at any range, all around.
+        n = int(params.get('ghost_points', 6000))
+        ghosts = _spurious_returns(rng, rng.uniform(1.0, max_range, n), elevations,
+                                   scan_period_s, intensity=(0.02, 0.4))
+        return _merged_by_time(points, ghosts)
     raise ValueError(f'lidar failure {kind!r} is not applied to sweeps')
 
 
@@ -86,19 +92,31 @@ def _rain(points: np.ndarray, rng: np.random.Generator, params, elevations: np.n
         kept[f] = kept[f] * scale
     kept['intensity'] *= 0.7
     n = int(params.get('clutter_points', 2500))
-    clutter = np.zeros(n, dtype=POINT_DTYPE)
-    rng_r = 0.4 + rng.exponential(2.0, n)
+    clutter = _spurious_returns(rng, 0.4 + rng.exponential(2.0, n), elevations, scan_period_s,
+                                intensity=(0.0, 0.08))
+    return _merged_by_time(kept, clutter)
+
+
+def _spurious_returns(rng: np.random.Generator, ranges: np.ndarray, elevations: np.ndarray,
+                      scan_period_s: float, intensity: tuple[float, float]) -> np.ndarray:
+    """Returns at the given ranges, random azimuths and beams, timed by azimuth."""
+    n = ranges.size
+    points = np.zeros(n, dtype=POINT_DTYPE)
     az = rng.uniform(0.0, 2.0 * math.pi, n)
     ring = rng.integers(0, elevations.size, n)
     el = elevations[ring]
-    clutter['x'] = rng_r * np.cos(el) * np.cos(az)
-    clutter['y'] = rng_r * np.cos(el) * np.sin(az)
-    clutter['z'] = rng_r * np.sin(el)
-    clutter['intensity'] = rng.uniform(0.0, 0.08, n)
-    clutter['ring'] = ring
-    clutter['time'] = az / (2.0 * math.pi) * scan_period_s
+    points['x'] = ranges * np.cos(el) * np.cos(az)
+    points['y'] = ranges * np.cos(el) * np.sin(az)
+    points['z'] = ranges * np.sin(el)
+    points['intensity'] = rng.uniform(intensity[0], intensity[1], n)
+    points['ring'] = ring
+    points['time'] = az / (2.0 * math.pi) * scan_period_s
+    return points
+
+
+def _merged_by_time(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     # np.concatenate would drop the padding byte layout; keep the wire dtype explicitly.
-    merged = np.empty(kept.size + n, dtype=POINT_DTYPE)
-    merged[:kept.size] = kept
-    merged[kept.size:] = clutter
+    merged = np.empty(a.size + b.size, dtype=POINT_DTYPE)
+    merged[:a.size] = a
+    merged[a.size:] = b
     return merged[np.argsort(merged['time'], kind='stable')]

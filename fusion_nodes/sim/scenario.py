@@ -19,9 +19,12 @@ from fusion_nodes.sim.timing import SensorTiming
 SPLITS = ('train', 'val', 'test')
 FAILURE_KINDS = {
     'camera': ('blackout', 'glare', 'blur', 'frozen', 'dirt'),
-    'lidar': ('dropout', 'sparse', 'rain', 'frozen'),
+    'lidar': ('dropout', 'sparse', 'rain', 'frozen', 'crosstalk'),
     'gps': ('outage', 'no_fix', 'multipath', 'drift'),
 }
+# Kinds no training run may see: they judge whether the gates help against a failure the
+# fusion head never learned to read. Only a held_out scenario may contain them.
+HELD_OUT_KINDS = {('lidar', 'crosstalk')}
 # Camera exposes instantly; a lidar message leaves after its 0.1 s sweep; GPS receivers batch.
 DEFAULT_TIMING = {
     'camera': SensorTiming(rate_hz=30.0, latency_ms=15.0, latency_jitter_ms=2.0),
@@ -114,10 +117,17 @@ class Scenario:
     start_time_s: float = 1_750_000_000.0
     camera: CameraModel = field(default_factory=CameraModel)
     lidar: LidarModel = field(default_factory=LidarModel)
+    # Test seeds only: training and validation data never come from it.
+    held_out: bool = False
 
     def __post_init__(self) -> None:
         if self.duration_s <= 0.0:
             raise ValueError(f'scenario {self.name}: duration_s must be positive')
+        unseen = sorted(f'{w.sensor} {w.kind}' for w in self.failures
+                        if (w.sensor, w.kind) in HELD_OUT_KINDS)
+        if unseen and not self.held_out:
+            raise ValueError(f'scenario {self.name}: failure kinds {unseen} are held out of '
+                             'training, so the scenario must set held_out: true')
         if set(self.timing) != set(SENSORS):
             raise ValueError(f'scenario {self.name}: timing must cover exactly {SENSORS}')
         if set(self.seeds) != set(SPLITS):
@@ -204,7 +214,7 @@ def _as_range_tuples(values: Mapping[str, Any], cls: type) -> dict[str, Any]:
 def scenario_from_dict(raw: Mapping[str, Any]) -> Scenario:
     """Build a Scenario from the parsed YAML mapping (defaults fill what is missing)."""
     allowed = {'name', 'description', 'duration_s', 'sensors', 'failures', 'world', 'origin',
-               'seeds', 'start_time_s', 'lidar_model', 'camera_model'}
+               'seeds', 'start_time_s', 'lidar_model', 'camera_model', 'held_out'}
     _only_known('scenario', raw, allowed)
     if 'name' not in raw or 'duration_s' not in raw:
         raise ValueError('scenario needs at least name and duration_s')
@@ -233,6 +243,10 @@ def scenario_from_dict(raw: Mapping[str, Any]) -> Scenario:
             raise ValueError(f'seeds.{split}: expected one of {SPLITS} with [first, end)')
         seeds[split] = range(int(bounds[0]), int(bounds[1]))
     extra = {}
+    if 'held_out' in raw:
+        if not isinstance(raw['held_out'], bool):
+            raise ValueError(f'held_out must be true or false, got {raw["held_out"]!r}')
+        extra['held_out'] = raw['held_out']
     if 'lidar_model' in raw:
         extra['lidar'] = LidarModel(**_as_range_tuples(raw['lidar_model'], LidarModel))
     if 'camera_model' in raw:
