@@ -69,6 +69,7 @@ def test_held_out_kinds_appear_only_in_held_out_scenarios(tmp_path):
         if not scenario.held_out:
             assert not {(w.sensor, w.kind) for w in scenario.failures} & HELD_OUT_KINDS
     assert load_scenario('lidar_crosstalk').held_out
+    assert load_scenario('camera_channel_swap').held_out
     window = '  - {sensor: lidar, kind: crosstalk, start_s: 0, end_s: 1}\n'
     text = 'name: x\nduration_s: 5\nfailures:\n' + window
     with pytest.raises(ValueError, match='held_out: true'):

@@ -202,7 +202,7 @@ def _failure_world(nominal, windows):
 
 
 def test_every_camera_failure_visibly_changes_frames(nominal, world):
-    kinds = ('blackout', 'glare', 'blur', 'frozen', 'dirt')
+    kinds = ('blackout', 'glare', 'blur', 'frozen', 'dirt', 'channel_swap')
     failed = _failure_world(nominal, [FailureWindow('camera', k, T0 + i, T0 + i + 1.0)
                                       for i, k in enumerate(kinds)])
     for i, kind in enumerate(kinds):
@@ -223,11 +223,13 @@ def test_every_camera_failure_visibly_changes_frames(nominal, world):
             start = failed.render_camera(_t(nominal, T0 + i))
             assert np.array_equal(bad, start)
             assert np.abs(clean - start).mean() > 2.0
+        elif kind == 'channel_swap':
+            assert np.array_equal(bad, clean[..., ::-1])
         else:
             changed = np.abs(bad - clean).max(axis=2) > 30
             assert 0.03 < changed.mean() < 0.9
-    assert np.array_equal(failed.render_camera(_t(nominal, T0 + 5.5)),
-                          world.render_camera(_t(nominal, T0 + 5.5)))
+    assert np.array_equal(failed.render_camera(_t(nominal, T0 + 6.5)),
+                          world.render_camera(_t(nominal, T0 + 6.5)))
 
 
 def test_every_lidar_failure_visibly_changes_scans(nominal, world):

@@ -39,6 +39,9 @@ def camera_failure(img: np.ndarray, window: FailureWindow, seed: int,
         return cv2.GaussianBlur(img, (k, k), 0)
     if kind == 'dirt':
         return _dirt(img, window_rng, int(params.get('blobs', 6)))
+    if kind == 'channel_swap':
+        # A driver that labels bgr8 data rgb8: a sharp, well-exposed image in wrong colours.
+        return np.ascontiguousarray(img[..., ::-1])
     raise ValueError(f'camera failure {kind!r} is not applied to frames')
 
 
