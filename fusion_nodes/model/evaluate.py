@@ -29,6 +29,7 @@ from fusion_nodes.model.export import file_sha256, json_finite
 from fusion_nodes.model.metrics import confusion, gate_means, mean_iou, object_hits, rmse
 from fusion_nodes.model.network import build_model, GatedFusionNet
 from fusion_nodes.model.predict import predict, without_errors
+from fusion_nodes.sim.scenario import load_scenario
 
 METHODS = ('gated', 'camera_only', 'lidar_only', 'ungated', 'gates_open', 'late_fusion')
 # Fusion without its gates: each is judged for negative transfer against the gated model.
@@ -328,7 +329,6 @@ def main(argv: list[str] | None = None) -> int:
                             seeds_per_scenario={'train': 1, 'test': args.seeds})
     items = dataset.prepare('test', spec, args.scenarios)
     results = {}
-    from fusion_nodes.sim.scenario import load_scenario
     for name, group in _by_scenario(items).items():
         results[name] = evaluate_scenario(gated, ungated, dataset.load_samples(group))
         results[name]['held_out'] = load_scenario(name).held_out
