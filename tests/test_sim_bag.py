@@ -16,6 +16,8 @@ import yaml
 from fusion_nodes.core.config import BevGrid
 from fusion_nodes.core.geodesy import EnuFrame
 from fusion_nodes.sim import cli
+from fusion_nodes.sim.lidar_cast import POINT_DTYPE
+from fusion_nodes.sim.messages import MessageFactory
 from fusion_nodes.sim.scenario import load_scenario
 from fusion_nodes.sim.world import World
 from fusion_nodes.sim.writer import generate_bag
@@ -189,6 +191,20 @@ def test_same_seed_gives_a_byte_identical_bag(tmp_path):
     other = generate_bag('combined', SEED + 1, tmp_path / 'c' / 'bag', duration_s=1.0,
                          compressed_camera=True, progress=False)
     assert (other / 'bag.mcap').read_bytes() != (paths[0] / 'bag.mcap').read_bytes()
+
+
+def test_cloud_padding_is_zero_whatever_the_points_array_held():
+    # Indexed (failed) sweeps come with uninitialised padding; the bag must not carry it.
+    raw = np.full(5 * POINT_DTYPE.itemsize, 0xAB, dtype=np.uint8)
+    points = raw.view(POINT_DTYPE)
+    for k, name in enumerate(POINT_DTYPE.names):
+        points[name] = k + 1
+    data = MessageFactory().point_cloud(points, 10**9).data.reshape(5, POINT_DTYPE.itemsize)
+    ring_end = POINT_DTYPE.fields['ring'][1] + 2
+    assert (data[:, ring_end:POINT_DTYPE.fields['time'][1]] == 0).all()
+    decoded = data.reshape(-1).view(POINT_DTYPE)
+    for name in POINT_DTYPE.names:
+        assert np.array_equal(decoded[name], points[name])
 
 
 def test_sqlite3_and_compressed_camera(tmp_path):

@@ -113,11 +113,16 @@ class MessageFactory:
             dtype, offset = POINT_DTYPE.fields[name]
             datatype = _POINTFIELD_UINT16 if dtype == np.dtype('<u2') else _POINTFIELD_FLOAT32
             fields.append(field_cls(name=name, offset=offset, datatype=datatype, count=1))
+        # Field by field into zeros: numpy leaves the padding bytes of an indexed structured
+        # array uninitialised, and a bag must come out byte-identical for the same seed.
+        packed = np.zeros(points.size, dtype=POINT_DTYPE)
+        for name in POINT_DTYPE.names:
+            packed[name] = points[name]
         return self.t['sensor_msgs/msg/PointCloud2'](
             header=self.header(stamp_ns, FRAME_LIDAR), height=1, width=int(points.size),
             fields=fields, is_bigendian=False, point_step=POINT_DTYPE.itemsize,
             row_step=POINT_DTYPE.itemsize * int(points.size),
-            data=np.ascontiguousarray(points).view(np.uint8).reshape(-1), is_dense=True)
+            data=packed.view(np.uint8).reshape(-1), is_dense=True)
 
     def nav_sat_fix(self, fix: GpsFix, stamp_ns: int):
         status = self.t['sensor_msgs/msg/NavSatStatus'](status=fix.status, service=1)
