@@ -15,9 +15,12 @@ from fusion_nodes.model.export import (
 from fusion_nodes.model.network import build_model, INPUT_NAMES, OUTPUT_NAMES
 
 
-# 1.1.0's gate-normalised fusion, and 1.2.0's (the shipped one) with learned absent codes.
+# Gate-normalised fusion (model 1.1.0), learned absent codes (tried, not shipped) and gates
+# that see the single-sensor heads' agreement.
 ARCHITECTURES = {'normalised': {},
-                 'absent_code': {'absent_code': True, 'mask_in_head': True, 'gate_floor': 0.1}}
+                 'absent_code': {'absent_code': True, 'mask_in_head': True, 'gate_floor': 0.1},
+                 'consistency': {'gate_consistency': True, 'mask_in_head': True,
+                                 'gate_floor': 0.1}}
 
 
 @pytest.fixture(scope='module', params=sorted(ARCHITECTURES))

@@ -177,6 +177,61 @@ def test_gate_loss_reaches_the_gate_mlps_but_not_the_encoders():
                for p in gate.parameters())
 
 
+def _consistency_model() -> GatedFusionNet:
+    torch.manual_seed(0)
+    return GatedFusionNet(cfg=NetworkConfig(gate_consistency=True)).eval()
+
+
+def test_consistency_heads_on_pooled_features_equal_the_pooled_logits():
+    model = _consistency_model()
+    features = torch.randn(2, model.cfg.bev_channels, 64, 64)
+    pool = torch.nn.functional.avg_pool2d
+    torch.testing.assert_close(model.camera_aux_head(pool(features, 4)),
+                               pool(model.camera_aux_head(features), 4), atol=1e-5, rtol=1e-5)
+
+
+def _set_head(head: torch.nn.Conv2d, winning_class: int) -> None:
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.fill_(-20.0)
+        head.bias[winning_class] = 20.0
+
+
+def test_consistency_measures_agreement_of_the_single_sensor_heads():
+    model = _consistency_model()
+    features = torch.zeros(1, model.cfg.bev_channels, 64, 64)
+    both = torch.ones(1, 1)
+    _set_head(model.camera_aux_head, 2)
+    _set_head(model.lidar_aux_head, 2)
+    agreeing = model._consistency(features, features, both)[0]
+    assert agreeing[0].item() == pytest.approx(1.0, abs=1e-4)
+    assert agreeing[1:].abs().max().item() < 1e-4
+    _set_head(model.lidar_aux_head, 4)
+    disagreeing = model._consistency(features, features, both)[0]
+    assert disagreeing[0].item() == pytest.approx(0.0, abs=1e-4)
+    assert disagreeing[1 + 2].item() == pytest.approx(1.0, abs=1e-4)
+    assert disagreeing[1 + 4].item() == pytest.approx(-1.0, abs=1e-4)
+    assert model._consistency(features, features, torch.zeros(1, 1)).abs().max().item() == 0.0
+
+
+def test_consistency_lets_the_lidar_move_the_camera_gate_only_when_both_are_present():
+    model = _consistency_model()
+    plain = GatedFusionNet().eval()
+    inputs, other_lidar = _inputs(seed=3), _inputs(seed=4)['lidar']
+    with torch.no_grad():
+        gate = model(**inputs)[3][0, 0]
+        moved = model(**dict(inputs, lidar=other_lidar))[3][0, 0]
+        assert abs(gate.item() - moved.item()) > 1e-6
+        without = dict(inputs, available=torch.tensor([[1.0, 0.0, 1.0]]))
+        other_health = without['health'].clone()
+        other_health[0, 1] = 0.5
+        torch.testing.assert_close(
+            model(**without)[3][0, 0],
+            model(**dict(without, lidar=other_lidar, health=other_health))[3][0, 0])
+        torch.testing.assert_close(plain(**inputs)[3][0, 0],
+                                   plain(**dict(inputs, lidar=other_lidar))[3][0, 0])
+
+
 def test_gate_floor_is_inactive_while_training():
     soft, floored, inputs, gates = _floored_pair()
     floored.train()

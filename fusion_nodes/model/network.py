@@ -4,12 +4,12 @@ Intermediate fusion in the BEV grid. The camera CNN's feature map is lifted into
 sampling it where each cell centre projects (constant GridSample grids, one per height); the
 lidar encoder runs on the pillar pseudo-image; a small MLP encodes the GPS ego features. Each
 sensor gets one sigmoid gate from its pooled features (detached), its health features and its
-availability bit, multiplied by that bit so a missing sensor's gate is exactly 0. The BEV
-features are fused GMU-style: with absent_code (model 1.2.0 on) as the mean of each sensor's
-gate-weighted features plus a learned 'absent' code in the rest of its weight, so a gated-off
-sensor is replaced by exactly what stands for a missing one; without it (1.1.0) as the
-gate-normalised mean, where a lone sensor passes through unscaled. The ego-velocity head sees
-GPS only through its gate.
+availability bit, multiplied by that bit so a missing sensor's gate is exactly 0; with
+gate_consistency the camera and lidar gates also see how far the two single-sensor BEV heads
+agree. The BEV features are fused GMU-style, as the gate-normalised mean (a lone sensor passes
+through unscaled), or with absent_code (tried, not shipped) as the mean of each sensor's
+gate-weighted features plus a learned 'absent' code in the rest of its weight. The
+ego-velocity head sees GPS only through its gate.
 """
 
 from dataclasses import asdict, dataclass, fields
@@ -30,6 +30,8 @@ LIDAR_CHANNELS = 4
 # Keeps the gate-weighted mean finite when every gate is 0 (then the fused features are 0).
 FUSION_EPS = 1e-3
 LOG_VARIANCE_RANGE = (-8.0, 6.0)
+# Cells per side pooled for the gates' consistency context (4: 64x64 -> 16x16).
+CONSISTENCY_POOL = 4
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,11 @@ class NetworkConfig:
     # the black camera left in (0.493 mIoU) than with it dropped (0.441), because a lone
     # lidar passed through unscaled is an input regime its head rarely trained on.
     absent_code: bool = False
+    # Gives the camera and lidar gates the agreement of the two single-sensor BEV heads in
+    # the camera's footprint, and the other sensor's health: a camera that is sharp and well
+    # exposed but wrong (channel swap) looks healthy on its own and only shows against the
+    # lidar's geometry.
+    gate_consistency: bool = False
 
     def __post_init__(self) -> None:
         if self.gate_mode not in GATE_MODES:
@@ -89,16 +96,17 @@ def _step(x: torch.Tensor) -> torch.Tensor:
 
 
 class _Gate(nn.Module):
-    """sigmoid(MLP([pooled features, health, available])) * available."""
+    """sigmoid(MLP([pooled features, health, available, context])) * available."""
 
-    def __init__(self, feature_dim: int, hidden: int) -> None:
+    def __init__(self, feature_dim: int, hidden: int, context_dim: int = 0) -> None:
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(feature_dim + HEALTH_FEATURES + 1, hidden), nn.ReLU(),
-                                 nn.Linear(hidden, 1))
+        inputs = feature_dim + HEALTH_FEATURES + 1 + context_dim
+        self.mlp = nn.Sequential(nn.Linear(inputs, hidden), nn.ReLU(), nn.Linear(hidden, 1))
 
-    def forward(self, pooled: torch.Tensor, health: torch.Tensor,
-                available: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logit = self.mlp(torch.cat([pooled, health, available], dim=1))
+    def forward(self, pooled: torch.Tensor, health: torch.Tensor, available: torch.Tensor,
+                context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        parts = [pooled, health, available] + ([] if context is None else [context])
+        logit = self.mlp(torch.cat(parts, dim=1))
         return torch.sigmoid(logit) * available, logit
 
 
@@ -125,6 +133,9 @@ class GatedFusionNet(nn.Module):
         # The ground-plane footprint tells the fused head where camera evidence can exist.
         self.register_buffer('camera_mask',
                              torch.from_numpy(masks[0].astype('float32'))[None, None])
+        coarse = nn.functional.avg_pool2d(self.camera_mask, CONSISTENCY_POOL)
+        self.register_buffer('camera_mask_coarse', coarse, persistent=False)
+        self._footprint_fraction = float(coarse.mean())
         lifted = (c1 + c3) * len(grids) + 1
         self.camera_to_bev = nn.Sequential(nn.Conv2d(lifted, d, 1), nn.ReLU())
         self.lidar_encoder = nn.Sequential(_conv(LIDAR_CHANNELS, d), _conv(d, d))
@@ -136,8 +147,11 @@ class GatedFusionNet(nn.Module):
             self.lidar_absent_bias = nn.Parameter(torch.zeros(1, d, 1, 1))
         self.gps_encoder = nn.Sequential(nn.Linear(GPS_FEATURES, cfg.gps_hidden), nn.ReLU(),
                                          nn.Linear(cfg.gps_hidden, cfg.gps_hidden), nn.ReLU())
-        self.camera_gate = _Gate(c3, cfg.gate_hidden)
-        self.lidar_gate = _Gate(d, cfg.gate_hidden)
+        # Consistency context: agreement, per-class mean difference, the both-present bit and
+        # the other sensor's health.
+        context = num_classes + 2 + HEALTH_FEATURES if cfg.gate_consistency else 0
+        self.camera_gate = _Gate(c3, cfg.gate_hidden, context)
+        self.lidar_gate = _Gate(d, cfg.gate_hidden, context)
         self.gps_gate = _Gate(cfg.gps_hidden, cfg.gate_hidden)
         # The dilated layer widens the context to about 6 m, the length of a car.
         self.bev_head = nn.Sequential(
@@ -163,6 +177,27 @@ class GatedFusionNet(nn.Module):
         mask = self._batched(self.camera_mask, batch)
         return self.camera_to_bev(torch.cat(sampled + [mask], dim=1))
 
+    def _consistency(self, camera_bev: torch.Tensor, lidar_bev: torch.Tensor,
+                     both: torch.Tensor) -> torch.Tensor:
+        """[agreement, per-class mean(p_camera - p_lidar)] in the camera footprint, x both.
+
+        Agreement is the mean probability that the two single-sensor heads pick the same
+        class. The heads are 1x1 convolutions, so running them on 4x4-pooled features gives
+        the pooled logits exactly, at a sixteenth of the cost. Sums are written as means times
+        a constant so the graph keeps to ReduceMean.
+        """
+        pool = CONSISTENCY_POOL
+        p_camera = torch.softmax(self.camera_aux_head(
+            nn.functional.avg_pool2d(camera_bev.detach(), pool)), dim=1)
+        p_lidar = torch.softmax(self.lidar_aux_head(
+            nn.functional.avg_pool2d(lidar_bev.detach(), pool)), dim=1)
+        mask = self.camera_mask_coarse
+        scale = 1.0 / self._footprint_fraction
+        agree = (p_camera * p_lidar).mean(dim=1, keepdim=True) * float(self.num_classes)
+        agreement = (agree * mask).mean(dim=(2, 3)) * scale
+        difference = ((p_camera - p_lidar) * mask).mean(dim=(2, 3)) * scale
+        return torch.cat([agreement, difference], dim=1) * both
+
     def forward_all(self, camera: torch.Tensor, lidar: torch.Tensor, gps: torch.Tensor,
                     health: torch.Tensor, available: torch.Tensor,
                     gate_override: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -175,14 +210,24 @@ class GatedFusionNet(nn.Module):
         camera_bev = self._lift((camera_fine, camera_features))
         lidar_bev = self.lidar_encoder(lidar)
         gps_features = self.gps_encoder(gps)
+        camera_logits = self.camera_aux_head(camera_bev)
+        lidar_logits = self.lidar_aux_head(lidar_bev)
         pooled = (camera_features.mean(dim=(2, 3)), lidar_bev.mean(dim=(2, 3)), gps_features)
+        contexts: tuple[torch.Tensor | None, ...] = (None, None, None)
+        if self.cfg.gate_consistency:
+            both = available[:, 0:1] * available[:, 1:2]
+            shared = torch.cat([self._consistency(camera_bev, lidar_bev, both), both], dim=1)
+            # The other sensor's health counts only while it is present, as in training,
+            # where a dropped sensor's health is zeroed.
+            contexts = (torch.cat([shared, health[:, 1] * available[:, 1:2]], dim=1),
+                        torch.cat([shared, health[:, 0] * available[:, 0:1]], dim=1), None)
         gate_nets = (self.camera_gate, self.lidar_gate, self.gps_gate)
         gates, logits = [], []
         for k, (net, features) in enumerate(zip(gate_nets, pooled)):
             avail = available[:, k:k + 1]
             # Detached: the gate loss trains the gate MLPs alone and cannot reshape the
             # features the BEV and ego heads are built on.
-            gate, logit = net(features.detach(), health[:, k], avail)
+            gate, logit = net(features.detach(), health[:, k], avail, contexts[k])
             if self.cfg.gate_floor > 0.0 and not self.training:
                 gate = gate * _step(gate - self.cfg.gate_floor)
             gates.append(avail if self.cfg.gate_mode == 'fixed' else gate)
@@ -210,8 +255,8 @@ class GatedFusionNet(nn.Module):
             'ego_log_variance': log_variance,
             'gates': torch.cat(gates, dim=1),
             'gate_logits': torch.cat(logits, dim=1),
-            'camera_logits': self.camera_aux_head(camera_bev),
-            'lidar_logits': self.lidar_aux_head(lidar_bev),
+            'camera_logits': camera_logits,
+            'lidar_logits': lidar_logits,
         }
 
     def forward(self, camera: torch.Tensor, lidar: torch.Tensor, gps: torch.Tensor,
