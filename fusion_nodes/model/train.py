@@ -47,6 +47,9 @@ class TrainConfig:
     threads: int = 2
     # NetworkConfig.absent_code; off in the shipped model 1.1.0 (see the model README).
     absent_code: bool = False
+    # NetworkConfig.gate_consistency: the camera and lidar gates see how far the two
+    # single-sensor heads agree.
+    gate_consistency: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -97,7 +100,8 @@ def train_model(samples: dict[str, np.ndarray], cfg: TrainConfig,
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     arch = arch or NetworkConfig(gate_mode=cfg.gate_mode, mask_in_head=True,
-                                 gate_floor=GATE_FLOOR, absent_code=cfg.absent_code)
+                                 gate_floor=GATE_FLOOR, absent_code=cfg.absent_code,
+                                 gate_consistency=cfg.gate_consistency)
     # channels_last lets oneDNN pick its fast convolution kernels: about 1.4x per step here.
     model = GatedFusionNet(cfg=arch).to(memory_format=torch.channels_last)
     weights = class_weights(samples['bev'], len(SEMANTIC_CLASSES))
@@ -184,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
                         help='ungated: gates pinned to availability, no gate supervision')
     parser.add_argument('--absent-code', action='store_true',
                         help='fuse with learned absent codes (NetworkConfig.absent_code)')
+    parser.add_argument('--gate-consistency', action='store_true',
+                        help='camera and lidar gates see the single-sensor heads\' agreement '
+                             '(NetworkConfig.gate_consistency)')
     parser.add_argument('--val-every', type=int, default=0,
                         help='hold out every n-th recording for validation (0: none)')
     parser.add_argument('--out', type=Path, default=None,
@@ -199,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     gate_mode = 'learned' if args.variant == 'gated' else 'fixed'
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
                       learning_rate=args.lr, seed=args.seed, gate_mode=gate_mode,
-                      threads=args.threads, absent_code=args.absent_code)
+                      threads=args.threads, absent_code=args.absent_code,
+                      gate_consistency=args.gate_consistency)
     print(f'training {args.variant} on {train["camera"].shape[0]} samples from '
           f'{len(items)} recordings', flush=True)
     model, history = train_model(train, cfg)
