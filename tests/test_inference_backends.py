@@ -172,6 +172,21 @@ def test_torch_loads_the_saved_weights_not_a_fresh_init(tiny):
     assert np.max(np.abs(untrained.numpy() - reference)) > 1e-2
 
 
+def test_torch_restores_its_thread_count_which_is_process_wide(tiny):
+    import torch
+    before = torch.get_num_threads()
+    try:
+        with make_backend('torch', tiny, model_factory=tiny_factory, threads=1) as one, \
+                make_backend('torch', tiny, model_factory=tiny_factory, threads=2) as two:
+            assert torch.get_num_threads() == 2  # the last one activated set it
+            one.infer(fixed_feed(0))
+            assert torch.get_num_threads() == 1
+            two.infer(fixed_feed(0))
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_torch_refuses_weights_for_another_module(tiny):
     import torch
 

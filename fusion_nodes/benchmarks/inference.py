@@ -1,10 +1,14 @@
 """Per-frame latency of the shipped model: ONNX Runtime on CPU against torch eager.
 
 Both run the same metadata-described model on the same fixed inputs in this process; torch
-eager (the training-time reference) is the baseline. Targets from issue 5: ORT p50 <= 3 ms
-per frame and >= 1.5x faster than torch eager. Skipped, saying why, when models/ has no model.
+eager (the training-time reference) is the baseline. The variants take turns in blocks, so a
+change in machine load during the run falls on all of them alike instead of on whichever ran
+last; each block starts after a pause and a short warm-up, so one runtime's spinning worker
+threads never run into the next one's timing. Targets from issue 5: ORT p50 <= 3 ms per frame
+and >= 1.5x faster than torch eager. Skipped, saying why, when models/ has no model.
 """
 
+from contextlib import ExitStack
 import os
 from pathlib import Path
 import time
@@ -18,6 +22,9 @@ from fusion_nodes.inference.registry import make_backend
 MODEL = Path(__file__).resolve().parents[2] / 'models' / 'gated_fusion.json'
 WARMUP = 20
 FRAMES = 300
+BLOCKS = 6
+BLOCK_WARMUP = 5
+BLOCK_PAUSE_S = 0.05
 TARGET_P50_MS = 3.0
 TARGET_SPEEDUP = 1.5
 
@@ -42,9 +49,10 @@ def fixed_feed(metadata: ModelMetadata, seed: int = 0) -> dict[str, np.ndarray]:
     return feed
 
 
-def time_backend(backend, feed: dict[str, np.ndarray], frames: int = FRAMES) -> np.ndarray:
+def time_backend(backend, feed: dict[str, np.ndarray], frames: int,
+                 warmup: int = WARMUP) -> np.ndarray:
     """Milliseconds per infer() call, after a warm-up; inputs checked as the node does."""
-    for _ in range(WARMUP):
+    for _ in range(warmup):
         backend.infer(feed)
     times = np.empty(frames)
     for k in range(frames):
@@ -52,6 +60,22 @@ def time_backend(backend, feed: dict[str, np.ndarray], frames: int = FRAMES) -> 
         backend.infer(feed)
         times[k] = (time.perf_counter() - started) * 1e3
     return times
+
+
+def time_in_turns(backends: dict[str, object], feed: dict[str, np.ndarray],
+                  frames: int = FRAMES, blocks: int = BLOCKS) -> dict[str, np.ndarray]:
+    """frames per backend, in blocks that take turns (order rotated each round)."""
+    for backend in backends.values():
+        time_backend(backend, feed, 0, WARMUP)
+    sizes = [frames // blocks + (k < frames % blocks) for k in range(blocks)]
+    parts: dict[str, list[np.ndarray]] = {label: [] for label in backends}
+    labels = list(backends)
+    for round_index, size in enumerate(sizes):
+        shift = round_index % len(labels)
+        for label in labels[shift:] + labels[:shift]:
+            time.sleep(BLOCK_PAUSE_S)
+            parts[label].append(time_backend(backends[label], feed, size, BLOCK_WARMUP))
+    return {label: np.concatenate(chunks) for label, chunks in parts.items()}
 
 
 def bench_model(path: Path, frames: int = FRAMES) -> dict[str, np.ndarray]:
@@ -71,11 +95,12 @@ def bench_model(path: Path, frames: int = FRAMES) -> dict[str, np.ndarray]:
         # baseline is whichever torch setting is faster, so the ratio is never flattered.
         'torch eager cpu, 1 thread': ('torch', {'device': 'cpu', 'threads': 1}),
     }
-    results = {}
-    for label, (name, options) in variants.items():
-        with make_backend(name, metadata, **options) as backend:
-            results[label] = time_backend(backend, feed, frames)
-        p50, p99 = np.percentile(results[label], [50, 99])
+    with ExitStack() as stack:
+        backends = {label: stack.enter_context(make_backend(name, metadata, **options))
+                    for label, (name, options) in variants.items()}
+        results = time_in_turns(backends, feed, frames)
+    for label, times in results.items():
+        p50, p99 = np.percentile(times, [50, 99])
         print(f'{label:32s} p50 {p50:7.3f} ms  p99 {p99:7.3f} ms  ({frames} frames)')
     ort_p50 = float(np.median(results['onnxruntime cpu (io binding)']))
     torch_p50 = min(float(np.median(results[label])) for label in results if 'torch' in label)

@@ -27,7 +27,8 @@ class TorchBackend(Backend):
     The module is called with the inputs in metadata order and must return the outputs in
     metadata order (a tuple) or by name (a dict). device 'auto' means CUDA when available;
     on CUDA one static-shape graph is captured after warm-up and replayed per inference.
-    threads, when given, sets torch's intra-op thread count, which is process-wide.
+    threads, when given, sets torch's intra-op thread count, which is process-wide, so each
+    inference puts it back if something else in the process changed it since.
     The CUDA path has not run on a GPU in this project yet (no GPU was lent to this task).
     """
 
@@ -104,6 +105,8 @@ class TorchBackend(Backend):
         return result
 
     def _infer_impl(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.threads is not None and torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
         if self._graph is not None:
             for static, name in zip(self._static_inputs, self._input_metadata):
                 static.copy_(torch.from_numpy(np.ascontiguousarray(feed[name])),
