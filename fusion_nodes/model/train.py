@@ -189,8 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--absent-code', action='store_true',
                         help='fuse with learned absent codes (NetworkConfig.absent_code)')
     parser.add_argument('--gate-consistency', action='store_true',
-                        help='camera and lidar gates see the single-sensor heads\' agreement '
-                             '(NetworkConfig.gate_consistency)')
+                        help='camera and lidar gates see how far the single-sensor heads '
+                             'agree (NetworkConfig.gate_consistency)')
     parser.add_argument('--val-every', type=int, default=0,
                         help='hold out every n-th recording for validation (0: none)')
     parser.add_argument('--out', type=Path, default=None,
