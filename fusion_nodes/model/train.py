@@ -28,7 +28,7 @@ from fusion_nodes.model.network import GatedFusionNet, NetworkConfig
 from fusion_nodes.model.predict import INPUT_KEYS, predict
 
 MODEL_NAME = 'gated_fusion'
-MODEL_VERSION = '1.1.0'
+MODEL_VERSION = '1.2.0'
 # Gates under 0.1 drop their sensor at inference (see NetworkConfig.gate_floor).
 GATE_FLOOR = 0.1
 
@@ -45,10 +45,11 @@ class TrainConfig:
     dropout: tuple[float, float, float] = (0.2, 0.2, 0.2)
     gate_mode: str = 'learned'
     threads: int = 2
-    # NetworkConfig.absent_code; off in the shipped model 1.1.0 (see the model README).
+    # NetworkConfig.absent_code; off in the shipped model 1.2.0 (see the model README).
     absent_code: bool = False
     # NetworkConfig.gate_consistency: the camera and lidar gates see how far the two
-    # single-sensor heads agree.
+    # single-sensor heads agree. On in the shipped model 1.2.0 (fusion-train turns it on for
+    # the gated variant); off here so that a config without it means what it did before.
     gate_consistency: bool = False
 
     def __post_init__(self) -> None:
@@ -188,9 +189,12 @@ def main(argv: list[str] | None = None) -> int:
                         help='ungated: gates pinned to availability, no gate supervision')
     parser.add_argument('--absent-code', action='store_true',
                         help='fuse with learned absent codes (NetworkConfig.absent_code)')
-    parser.add_argument('--gate-consistency', action='store_true',
+    parser.add_argument('--gate-consistency', action=argparse.BooleanOptionalAction,
+                        default=None,
                         help='camera and lidar gates see how far the single-sensor heads '
-                             'agree (NetworkConfig.gate_consistency)')
+                             'agree (NetworkConfig.gate_consistency; default: on for the '
+                             'gated variant, as in the shipped model, off for ungated, whose '
+                             'gates are fixed)')
     parser.add_argument('--val-every', type=int, default=0,
                         help='hold out every n-th recording for validation (0: none)')
     parser.add_argument('--out', type=Path, default=None,
@@ -207,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
                       learning_rate=args.lr, seed=args.seed, gate_mode=gate_mode,
                       threads=args.threads, absent_code=args.absent_code,
-                      gate_consistency=args.gate_consistency)
+                      gate_consistency=(args.variant == 'gated' if args.gate_consistency is None
+                                        else args.gate_consistency))
     print(f'training {args.variant} on {train["camera"].shape[0]} samples from '
           f'{len(items)} recordings', flush=True)
     model, history = train_model(train, cfg)
