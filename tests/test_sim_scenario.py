@@ -8,6 +8,7 @@ from fusion_nodes.core.config import SENSORS
 from fusion_nodes.sim.scenario import (FAILURE_KINDS, FailureWindow, HELD_OUT_KINDS,
                                        list_scenarios, load_scenario, SPLITS)
 
+EVERY_KIND = {(sensor, kind) for sensor, kinds in FAILURE_KINDS.items() for kind in kinds}
 CATALOGUE = ('nominal', 'camera_blackout', 'camera_glare', 'lidar_dropout', 'lidar_rain',
              'gps_outage', 'gps_multipath', 'clock_offset', 'jitter_drops', 'combined')
 
@@ -58,8 +59,7 @@ def test_clock_offset_scenario_offsets_lidar_and_gps_by_50_to_150_ms():
 
 def test_combined_covers_every_failure_kind_but_gps_outage():
     kinds = {(w.sensor, w.kind) for w in load_scenario('combined').failures}
-    every = {(s, k) for s, ks in FAILURE_KINDS.items() for k in ks}
-    expected = every - {('gps', 'outage'), ('camera', 'glare')} - HELD_OUT_KINDS
+    expected = EVERY_KIND - {('gps', 'outage'), ('camera', 'glare')} - HELD_OUT_KINDS
     assert expected <= kinds
 
 
@@ -74,8 +74,7 @@ def test_every_trained_failure_kind_is_inside_the_generated_training_bags():
         scenario = load_scenario(name)
         seen |= {(w.sensor, w.kind) for w in scenario.failures
                  if not scenario.held_out and min(w.end_s, duration) - w.start_s >= 5.0}
-    every = {(s, k) for s, ks in FAILURE_KINDS.items() for k in ks}
-    assert seen == every - HELD_OUT_KINDS
+    assert seen == EVERY_KIND - HELD_OUT_KINDS
 
 
 def test_held_out_kinds_appear_only_in_held_out_scenarios(tmp_path):
