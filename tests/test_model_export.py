@@ -15,12 +15,14 @@ from fusion_nodes.model.export import (
 from fusion_nodes.model.network import build_model, INPUT_NAMES, OUTPUT_NAMES
 
 
-# Gate-normalised fusion (model 1.1.0), learned absent codes (tried, not shipped) and gates
-# that see the single-sensor heads' agreement.
+# Gate-normalised fusion (model 1.1.0), learned absent codes (tried, not shipped), gates that
+# see the single-sensor heads' agreement (1.2.0), and that plus feature novelty.
 ARCHITECTURES = {'normalised': {},
                  'absent_code': {'absent_code': True, 'mask_in_head': True, 'gate_floor': 0.1},
                  'consistency': {'gate_consistency': True, 'mask_in_head': True,
-                                 'gate_floor': 0.1}}
+                                 'gate_floor': 0.1},
+                 'novelty': {'gate_consistency': True, 'gate_novelty': True,
+                             'mask_in_head': True, 'gate_floor': 0.1}}
 
 
 @pytest.fixture(scope='module', params=sorted(ARCHITECTURES))
@@ -32,6 +34,10 @@ def exported(request, tmp_path_factory):
             for code in (model.camera_absent_scale, model.camera_absent_bias,
                          model.lidar_absent_bias):
                 code.normal_()
+    if model.cfg.gate_novelty:  # identity statistics at init; a trained model's are not
+        for novelty in (model.camera_novelty, model.lidar_novelty):
+            features = torch.randn(64, novelty.dim) * 0.5 + 0.2
+            novelty.track(features, torch.ones(64))
     directory = tmp_path_factory.mktemp('model')
     json_path = write_model(model, directory, 'gated_fusion', '0.0-test',
                             {'data_sha256': 'none', 'seeds': [], 'epochs': 0})

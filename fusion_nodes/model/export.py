@@ -25,7 +25,7 @@ OPSET = 17
 # GridSample needs opset 16+ and TensorRT 8.6+. The exported graph must stay inside this set.
 TENSORRT_OPS = frozenset({
     'Add', 'AveragePool', 'BatchNormalization', 'Cast', 'Clip', 'Concat', 'Constant', 'Conv',
-    'Div', 'Flatten', 'Gather', 'Gemm', 'GlobalAveragePool', 'GridSample', 'Identity',
+    'Div', 'Flatten', 'Gather', 'Gemm', 'GlobalAveragePool', 'GridSample', 'Identity', 'Log',
     'MatMul', 'MaxPool', 'Mul', 'Pad', 'ReduceMean', 'Relu', 'Reshape', 'Resize', 'Sigmoid',
     'Slice', 'Softmax', 'Squeeze', 'Sub', 'Tanh', 'Transpose', 'Unsqueeze',
 })

@@ -6,9 +6,10 @@ lidar encoder runs on the pillar pseudo-image; a small MLP encodes the GPS ego f
 sensor gets one sigmoid gate from its pooled features (detached), its health features and its
 availability bit, multiplied by that bit so a missing sensor's gate is exactly 0; with
 gate_consistency the camera and lidar gates also see how far the two single-sensor BEV heads
-agree. The BEV features are fused GMU-style, as the gate-normalised mean (a lone sensor passes
-through unscaled), or with absent_code (tried, not shipped) as the mean of each sensor's
-gate-weighted features plus a learned 'absent' code in the rest of its weight. The
+agree, and with gate_novelty how far their pooled features lie from healthy training ones
+(model/novelty.py). The BEV features are fused GMU-style, as the gate-normalised mean (a lone
+sensor passes through unscaled), or with absent_code (tried, not shipped) as the mean of each
+sensor's gate-weighted features plus a learned 'absent' code in the rest of its weight. The
 ego-velocity head sees GPS only through its gate.
 """
 
@@ -20,6 +21,7 @@ from torch import nn
 
 from fusion_nodes.core.config import BevGrid, CameraModel, SEMANTIC_CLASSES, SENSORS
 from fusion_nodes.model.lifting import bev_sampling_grid
+from fusion_nodes.model.novelty import FeatureNovelty
 
 INPUT_NAMES = ('camera', 'lidar', 'gps', 'health', 'available')
 OUTPUT_NAMES = ('bev_logits', 'ego_velocity', 'ego_log_variance', 'gates')
@@ -62,6 +64,9 @@ class NetworkConfig:
     # exposed but wrong (channel swap) looks healthy on its own and only shows against the
     # lidar's geometry.
     gate_consistency: bool = False
+    # Gives the camera and lidar gates the Mahalanobis distance of their pooled features from
+    # healthy training features (FeatureNovelty), for failures that training never showed.
+    gate_novelty: bool = False
 
     def __post_init__(self) -> None:
         if self.gate_mode not in GATE_MODES:
@@ -150,6 +155,10 @@ class GatedFusionNet(nn.Module):
         # Consistency context: agreement, per-class mean difference, the both-present bit and
         # the other sensor's health.
         context = num_classes + 2 + HEALTH_FEATURES if cfg.gate_consistency else 0
+        if cfg.gate_novelty:
+            self.camera_novelty = FeatureNovelty(c3)
+            self.lidar_novelty = FeatureNovelty(d)
+            context += 1
         self.camera_gate = _Gate(c3, cfg.gate_hidden, context)
         self.lidar_gate = _Gate(d, cfg.gate_hidden, context)
         self.gps_gate = _Gate(cfg.gps_hidden, cfg.gate_hidden)
@@ -213,21 +222,25 @@ class GatedFusionNet(nn.Module):
         camera_logits = self.camera_aux_head(camera_bev)
         lidar_logits = self.lidar_aux_head(lidar_bev)
         pooled = (camera_features.mean(dim=(2, 3)), lidar_bev.mean(dim=(2, 3)), gps_features)
-        contexts: tuple[torch.Tensor | None, ...] = (None, None, None)
+        contexts: list[list[torch.Tensor]] = [[], [], []]
         if self.cfg.gate_consistency:
             both = available[:, 0:1] * available[:, 1:2]
             shared = torch.cat([self._consistency(camera_bev, lidar_bev, both), both], dim=1)
             # The other sensor's health counts only while it is present, as in training,
             # where a dropped sensor's health is zeroed.
-            contexts = (torch.cat([shared, health[:, 1] * available[:, 1:2]], dim=1),
-                        torch.cat([shared, health[:, 0] * available[:, 0:1]], dim=1), None)
+            contexts[0] += [shared, health[:, 1] * available[:, 1:2]]
+            contexts[1] += [shared, health[:, 0] * available[:, 0:1]]
+        if self.cfg.gate_novelty:
+            contexts[0].append(self.camera_novelty(pooled[0].detach()) * available[:, 0:1])
+            contexts[1].append(self.lidar_novelty(pooled[1].detach()) * available[:, 1:2])
         gate_nets = (self.camera_gate, self.lidar_gate, self.gps_gate)
         gates, logits = [], []
         for k, (net, features) in enumerate(zip(gate_nets, pooled)):
             avail = available[:, k:k + 1]
             # Detached: the gate loss trains the gate MLPs alone and cannot reshape the
             # features the BEV and ego heads are built on.
-            gate, logit = net(features.detach(), health[:, k], avail, contexts[k])
+            context = torch.cat(contexts[k], dim=1) if contexts[k] else None
+            gate, logit = net(features.detach(), health[:, k], avail, context)
             if self.cfg.gate_floor > 0.0 and not self.training:
                 gate = gate * _step(gate - self.cfg.gate_floor)
             gates.append(avail if self.cfg.gate_mode == 'fixed' else gate)
@@ -257,7 +270,17 @@ class GatedFusionNet(nn.Module):
             'gate_logits': torch.cat(logits, dim=1),
             'camera_logits': camera_logits,
             'lidar_logits': lidar_logits,
+            'camera_pooled': pooled[0],
+            'lidar_pooled': pooled[1],
         }
+
+    def track_healthy_features(self, out: dict[str, torch.Tensor], healthy: torch.Tensor
+                               ) -> None:
+        """Training: fold forward_all's pooled features of healthy, present sensors ([B, 3])
+        into the novelty statistics; a no-op without gate_novelty."""
+        if self.cfg.gate_novelty:
+            self.camera_novelty.track(out['camera_pooled'], healthy[:, 0])
+            self.lidar_novelty.track(out['lidar_pooled'], healthy[:, 1])
 
     def forward(self, camera: torch.Tensor, lidar: torch.Tensor, gps: torch.Tensor,
                 health: torch.Tensor, available: torch.Tensor
