@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from fusion_nodes.model.predict import mask_sensors, predict, without_errors
+from fusion_nodes.model.predict import INPUT_KEYS, mask_sensors, predict, without_errors
 from fusion_nodes.model.train import modality_dropout, train_model, TrainConfig
 
 
@@ -102,3 +102,20 @@ def test_absent_code_training_builds_and_learns_the_codes():
     # Dropout sends whole sensors to their codes, so the codes get gradients and move off 0.
     assert model.lidar_absent_bias.abs().sum() > 0
     assert model.camera_absent_bias.abs().sum() > 0
+
+
+def test_novelty_training_tracks_healthy_features_and_scores_the_failed_ones_higher():
+    samples = _synthetic(32, seed=5)
+    cfg = TrainConfig(epochs=3, batch_size=8, learning_rate=1e-2, seed=0,
+                      dropout=(0.0, 0.0, 0.0), threads=1, gate_novelty=True)
+    model, _ = train_model(samples, cfg, progress=False)
+    assert model.cfg.gate_novelty
+    # At most one update per step (4 steps per epoch); a step with fewer than two healthy
+    # scans skips it.
+    assert 0 < int(model.lidar_novelty.batches_tracked) <= 12
+    test = _synthetic(32, seed=6)
+    with torch.no_grad():
+        out = model.forward_all(**{key: torch.from_numpy(test[key]) for key in INPUT_KEYS})
+        scores = model.lidar_novelty(out['lidar_pooled'])[:, 0]
+    # The noise scans (the failed half) were never folded in, so they lie far off.
+    assert scores[16:].min() > scores[:16].max()

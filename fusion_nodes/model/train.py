@@ -28,7 +28,7 @@ from fusion_nodes.model.network import GatedFusionNet, NetworkConfig
 from fusion_nodes.model.predict import INPUT_KEYS, predict
 
 MODEL_NAME = 'gated_fusion'
-MODEL_VERSION = '1.2.0'
+MODEL_VERSION = '1.3.0'
 # Gates under 0.1 drop their sensor at inference (see NetworkConfig.gate_floor).
 GATE_FLOOR = 0.1
 
@@ -51,6 +51,8 @@ class TrainConfig:
     # single-sensor heads agree. On in the shipped model 1.2.0 (fusion-train turns it on for
     # the gated variant); off here so that a config without it means what it did before.
     gate_consistency: bool = False
+    # NetworkConfig.gate_novelty, likewise: fusion-train turns it on for the gated variant.
+    gate_novelty: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -102,7 +104,8 @@ def train_model(samples: dict[str, np.ndarray], cfg: TrainConfig,
     gen = torch.Generator().manual_seed(cfg.seed)
     arch = arch or NetworkConfig(gate_mode=cfg.gate_mode, mask_in_head=True,
                                  gate_floor=GATE_FLOOR, absent_code=cfg.absent_code,
-                                 gate_consistency=cfg.gate_consistency)
+                                 gate_consistency=cfg.gate_consistency,
+                                 gate_novelty=cfg.gate_novelty)
     # channels_last lets oneDNN pick its fast convolution kernels: about 1.4x per step here.
     model = GatedFusionNet(cfg=arch).to(memory_format=torch.channels_last)
     weights = class_weights(samples['bev'], len(SEMANTIC_CLASSES))
@@ -132,6 +135,7 @@ def train_model(samples: dict[str, np.ndarray], cfg: TrainConfig,
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             optimiser.step()
             schedule.step()
+            model.track_healthy_features(out, batch['available'] * (1.0 - batch['failed']))
             parts['total'] = float(loss.detach())
             for key, value in parts.items():
                 sums[key] = sums.get(key, 0.0) + value
@@ -195,6 +199,11 @@ def main(argv: list[str] | None = None) -> int:
                              'agree (NetworkConfig.gate_consistency; default: on for the '
                              'gated variant, as in the shipped model, off for ungated, whose '
                              'gates are fixed)')
+    parser.add_argument('--gate-novelty', action=argparse.BooleanOptionalAction,
+                        default=None,
+                        help='camera and lidar gates see how far their pooled features lie '
+                             'from healthy training ones (NetworkConfig.gate_novelty; default '
+                             'as --gate-consistency)')
     parser.add_argument('--val-every', type=int, default=0,
                         help='hold out every n-th recording for validation (0: none)')
     parser.add_argument('--out', type=Path, default=None,
@@ -208,11 +217,13 @@ def main(argv: list[str] | None = None) -> int:
     samples = dataset.load_samples(items)
     train, val = _split_by_recording(samples, args.val_every)
     gate_mode = 'learned' if args.variant == 'gated' else 'fixed'
+    gated = args.variant == 'gated'
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
                       learning_rate=args.lr, seed=args.seed, gate_mode=gate_mode,
                       threads=args.threads, absent_code=args.absent_code,
-                      gate_consistency=(args.variant == 'gated' if args.gate_consistency is None
-                                        else args.gate_consistency))
+                      gate_consistency=(gated if args.gate_consistency is None
+                                        else args.gate_consistency),
+                      gate_novelty=gated if args.gate_novelty is None else args.gate_novelty)
     print(f'training {args.variant} on {train["camera"].shape[0]} samples from '
           f'{len(items)} recordings', flush=True)
     model, history = train_model(train, cfg)
