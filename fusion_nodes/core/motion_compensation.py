@@ -29,8 +29,8 @@ class VelocitySourceConfig:
     """When a remembered ego velocity is still good enough to move a scan with."""
 
     max_age_ns: int = 500_000_000
-    # m/s: model 1.2.0 predicts 0.8-1.2 (5-95 %) with GPS, 3.3 without (its prior alone);
-    # 1.1.0 predicted 0.9-1.7 and 3.3.
+    # m/s: model 1.3.0 predicts 1.0-1.4 (5-95 %) with GPS, 3.2 without (its prior alone);
+    # 1.2.0 predicted 0.8-1.2 and 3.3, 1.1.0 0.9-1.7 and 3.3.
     max_speed_std: float = 2.0
     max_interval_ns: int = 400_000_000  # longer gaps are not extrapolated
 

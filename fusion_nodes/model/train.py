@@ -45,10 +45,10 @@ class TrainConfig:
     dropout: tuple[float, float, float] = (0.2, 0.2, 0.2)
     gate_mode: str = 'learned'
     threads: int = 2
-    # NetworkConfig.absent_code; off in the shipped model 1.2.0 (see the model README).
+    # NetworkConfig.absent_code; off in the shipped model (see the model README).
     absent_code: bool = False
     # NetworkConfig.gate_consistency: the camera and lidar gates see how far the two
-    # single-sensor heads agree. On in the shipped model 1.2.0 (fusion-train turns it on for
+    # single-sensor heads agree. On in the shipped model (fusion-train turns it on for
     # the gated variant); off here so that a config without it means what it did before.
     gate_consistency: bool = False
     # NetworkConfig.gate_novelty, likewise: fusion-train turns it on for the gated variant.
