@@ -450,3 +450,19 @@ def test_publishers_linger_after_the_last_message_until_stopped(bag, ros):
     finally:
         replayer.close()
         pub_node.destroy_node()
+
+
+def test_a_stop_while_a_message_is_already_due_counts_as_interrupted(bag, ros):
+    """Under load a message can be due before the publisher sleeps at all; a stop then must
+    still end the replay as interrupted, not as a completed loop."""
+    pub_node = rclpy.create_node('replayer')
+    replayer = Replayer(bag, pub_node, ReplayOptions(topics=(GPS,)))
+    try:
+        assert replayer._sleep_until(time.monotonic_ns() - 1_000_000)  # late, not stopped
+        assert not replayer.summary.interrupted
+        replayer.stop()
+        assert not replayer._sleep_until(time.monotonic_ns() - 1_000_000)
+        assert replayer.summary.interrupted
+    finally:
+        replayer.close()
+        pub_node.destroy_node()

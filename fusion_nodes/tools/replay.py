@@ -369,9 +369,10 @@ class Replayer:
         """Sleep to due_ns on the monotonic clock; False when stopped meanwhile."""
         while True:
             remaining = due_ns - time.monotonic_ns()
-            if remaining <= 0:
-                return not self._stop.is_set()
-            if self._stop.wait(min(remaining / NS_PER_S, _MAX_WAIT_S)):
+            if remaining <= 0 and not self._stop.is_set():
+                return True
+            # A stop while a message is already due (a late one, under load) is an interrupt too.
+            if remaining <= 0 or self._stop.wait(min(remaining / NS_PER_S, _MAX_WAIT_S)):
                 self.summary.interrupted = True
                 return False
 
