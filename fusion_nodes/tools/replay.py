@@ -368,13 +368,15 @@ class Replayer:
     def _sleep_until(self, due_ns: int) -> bool:
         """Sleep to due_ns on the monotonic clock; False when stopped meanwhile."""
         while True:
-            remaining = due_ns - time.monotonic_ns()
-            if remaining <= 0 and not self._stop.is_set():
-                return True
-            # A stop while a message is already due (a late one, under load) is an interrupt too.
-            if remaining <= 0 or self._stop.wait(min(remaining / NS_PER_S, _MAX_WAIT_S)):
+            # Checked before the due time, so a stop while a message is already due (a late
+            # one, under load) is an interrupt too.
+            if self._stop.is_set():
                 self.summary.interrupted = True
                 return False
+            remaining = due_ns - time.monotonic_ns()
+            if remaining <= 0:
+                return True
+            self._stop.wait(min(remaining / NS_PER_S, _MAX_WAIT_S))
 
     def _publish_clock(self, bag_ns: int) -> None:
         from rosgraph_msgs.msg import Clock
