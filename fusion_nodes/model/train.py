@@ -216,8 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     items = dataset.prepare('train', spec, args.scenarios)
     samples = dataset.load_samples(items)
     train, val = _split_by_recording(samples, args.val_every)
-    gate_mode = 'learned' if args.variant == 'gated' else 'fixed'
     gated = args.variant == 'gated'
+    gate_mode = 'learned' if gated else 'fixed'
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
                       learning_rate=args.lr, seed=args.seed, gate_mode=gate_mode,
                       threads=args.threads, absent_code=args.absent_code,
@@ -246,9 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     if val is not None:
         training['validation_metrics'] = validation_metrics(model, val)
-    out_dir = args.out or (Path('models') if args.variant == 'gated'
-                           else args.data_dir / 'models')
-    name = args.name or (MODEL_NAME if args.variant == 'gated' else 'ungated_fusion')
+    out_dir = args.out or (Path('models') if gated else args.data_dir / 'models')
+    name = args.name or (MODEL_NAME if gated else 'ungated_fusion')
     json_path = write_model(model, out_dir, name, MODEL_VERSION, json_finite(training))
     print(f'wrote {json_path} in {training["wall_time_s"]} s; train mIoU '
           f'{training["train_metrics"]["miou"]:.3f}', flush=True)
