@@ -11,7 +11,7 @@ import torch
 
 from fusion_nodes.inference.metadata import load_metadata
 from fusion_nodes.model.export import (
-    check_onnx_graph, example_inputs, onnx_op_types, TENSORRT_OPS, write_model)
+    check_onnx_graph, example_inputs, export_onnx, main, onnx_op_types, TENSORRT_OPS, write_model)
 from fusion_nodes.model.network import build_model, INPUT_NAMES, OUTPUT_NAMES
 
 
@@ -134,3 +134,38 @@ def test_metadata_describes_the_files_and_rebuilds_the_model(exported):
     with torch.no_grad():
         for a, b in zip(model(**feed), rebuilt(**feed)):
             torch.testing.assert_close(a, b)
+
+
+def test_reexport_writes_a_new_graph_from_the_saved_weights(tmp_path):
+    torch.manual_seed(1)
+    model = build_model({'camera_model': {'translation': [1.2, 0.0, 1.5]},
+                         'architecture': ARCHITECTURES['consistency']}).eval()
+    training = {'data_sha256': 'abc', 'seeds': [1, 2], 'epochs': 3}
+    json_path = write_model(model, tmp_path, 'net', '1.0.0', training)
+    before = json.loads(json_path.read_text())
+    weights = (tmp_path / 'net.pt').read_bytes()
+    # An intact older graph that computes something else: another model's export.
+    torch.manual_seed(2)
+    stale = build_model({'camera_model': {'translation': [1.2, 0.0, 1.5]},
+                         'architecture': ARCHITECTURES['consistency']})
+    stale_sha = export_onnx(stale, tmp_path / 'net.onnx')
+    json_path.write_text(json.dumps(dict(before, onnx_sha256=stale_sha)))
+    assert main([str(json_path), '--version', '1.0.1']) == 0
+    after = json.loads(json_path.read_text())
+    assert (tmp_path / 'net.pt').read_bytes() == weights
+    assert after['version'] == '1.0.1' and after['training'] == training
+    assert after['camera_model'] == before['camera_model']
+    assert {k: v for k, v in after.items() if k not in ('version', 'onnx_sha256')} == {
+        k: v for k, v in before.items() if k not in ('version', 'onnx_sha256')}
+    metadata = load_metadata(json_path)  # checks both files' sha256
+    session = ort.InferenceSession(str(metadata.onnx_path), providers=['CPUExecutionProvider'])
+    feed = example_inputs(model, seed=5)
+    with torch.no_grad():
+        torch_out = model(*(torch.from_numpy(feed[name]) for name in INPUT_NAMES))
+    for name, a, b in zip(OUTPUT_NAMES, session.run(list(OUTPUT_NAMES), feed), torch_out):
+        np.testing.assert_allclose(a, b.numpy(), atol=1e-4, rtol=0, err_msg=name)
+
+
+def test_reexport_reports_a_model_it_cannot_read(tmp_path, capsys):
+    assert main([str(tmp_path / 'missing.json'), '--version', '1.0.1']) == 2
+    assert 'missing.json' in capsys.readouterr().err

@@ -260,6 +260,24 @@ def _pitched_pinhole(camera: CameraModel, x: float, y: float, z: float) -> tuple
     return camera.cx + camera.fx * (d @ right) / depth, camera.cy + camera.fy * (d @ down) / depth
 
 
+def test_lifting_projects_before_sampling_yet_equals_sampling_then_projecting(model):
+    """_lift is camera_to_bev applied to [each map sampled at each height..., mask]."""
+    gen = torch.Generator().manual_seed(3)
+    maps = (torch.randn(2, 16, 48, 64, generator=gen), torch.randn(2, 24, 24, 32, generator=gen))
+    grids = [getattr(model, f'lift_grid_{k}').expand(2, -1, -1, -1)
+             for k in range(len(model.cfg.lift_heights_m))]
+    sampled = [torch.nn.functional.grid_sample(features, grid, mode='bilinear',
+                                               padding_mode='zeros', align_corners=False)
+               for grid in grids for features in maps]
+    mask = model.camera_mask.expand(2, -1, -1, -1)
+    with torch.no_grad():
+        expected = model.camera_to_bev(torch.cat(sampled + [mask], dim=1))
+        lifted = model._lift(maps)
+    torch.testing.assert_close(lifted, expected, rtol=0.0, atol=1e-5)
+    inside = model.camera_mask.expand_as(expected) > 0
+    assert expected[inside].abs().max() > 0.1 and expected[inside].std() > 0.01
+
+
 def test_lifting_grid_matches_pinhole_geometry():
     grid, camera = BevGrid(), CameraModel()
     sampling, valid = bev_sampling_grid(grid, camera, 0.0)

@@ -1,11 +1,13 @@
 """ONNX export with static shapes, a TensorRT-parser op check, and the metadata beside it."""
 
+import argparse
 from dataclasses import asdict
 import hashlib
 import io
 import json
 import math
 from pathlib import Path
+import sys
 from typing import Any
 import warnings
 
@@ -17,7 +19,8 @@ from fusion_nodes.core.config import (
     BevGrid, CameraModel, CameraPreprocessConfig, SEMANTIC_CLASSES, SENSORS)
 from fusion_nodes.core.gps import GPS_HEALTH_FEATURES
 from fusion_nodes.core.lidar import LIDAR_HEALTH_FEATURES
-from fusion_nodes.model.network import GatedFusionNet, INPUT_NAMES, OUTPUT_NAMES
+from fusion_nodes.model.network import (
+    build_model, GatedFusionNet, INPUT_NAMES, metadata_camera_model, OUTPUT_NAMES)
 
 METADATA_FORMAT = 'fusion_nodes.model/1'
 OPSET = 17
@@ -169,6 +172,46 @@ def write_model(model: GatedFusionNet, directory: Path, name: str, version: str,
     return json_path
 
 
+def reexport_model(json_path: Path, version: str) -> Path:
+    """Export a saved model's weights to its ONNX file again and rewrite its metadata.
+
+    For a change in how the network is written or exported that keeps the weights: the
+    weights file and the training record stay as they are; the ONNX file, its sha256 and the
+    version are new.
+    """
+    from fusion_nodes.inference.metadata import load_metadata
+    metadata = load_metadata(json_path)
+    if metadata.torch_weights_path is None:
+        raise ValueError(f'{json_path} names no torch weights to export from')
+    model = build_model(metadata)
+    model.load_state_dict(torch.load(metadata.torch_weights_path, map_location='cpu',
+                                     weights_only=True), strict=True)
+    onnx_sha = export_onnx(model, metadata.onnx_path)
+    rewritten = build_metadata(model, metadata.name, version, metadata.onnx_file, onnx_sha,
+                               metadata.torch_weights_file, metadata.torch_weights_sha256,
+                               metadata.training, metadata_camera_model(metadata),
+                               metadata.opset)
+    _write_metadata_json(Path(json_path), rewritten)
+    return Path(json_path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog='python -m fusion_nodes.model.export',
+        description='Export a saved model to ONNX again from its torch weights (same weights, '
+                    'new graph) and rewrite its metadata with the given version.')
+    parser.add_argument('model', type=Path, help="the model's metadata JSON")
+    parser.add_argument('--version', required=True, help='version to record, e.g. 1.3.1')
+    args = parser.parse_args(argv)
+    try:
+        json_path = reexport_model(args.model, args.version)
+    except (OSError, ValueError) as error:
+        print(f'error: {error}', file=sys.stderr)
+        return 2
+    print(f'wrote {json_path} (version {args.version})')
+    return 0
+
+
 def _write_metadata_json(path: Path, metadata: dict[str, Any]) -> None:
     try:
         from fusion_nodes.inference.metadata import write_metadata
@@ -178,3 +221,7 @@ def _write_metadata_json(path: Path, metadata: dict[str, Any]) -> None:
         write_metadata(path, metadata)
         return
     path.write_text(json.dumps(metadata, indent=2, sort_keys=False) + '\n')
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,8 +1,8 @@
 """Camera-to-BEV lifting: where each BEV cell centre lands in the camera image.
 
 The sampling grid depends only on the calibration and the grid, so it is computed once here
-and stored in the network as a constant buffer; the exported graph then holds a single static
-GridSample per height and no data-dependent geometry.
+and stored in the network as a constant buffer; the exported graph then holds one static
+GridSample per height and feature map, and no data-dependent geometry.
 """
 
 import numpy as np

@@ -178,13 +178,29 @@ class GatedFusionNet(nn.Module):
         return buffer if batch == 1 else buffer.expand(batch, -1, -1, -1)
 
     def _lift(self, feature_maps: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """camera_to_bev of [each map sampled at each height..., footprint mask].
+
+        Computed with the 1x1 convolution's weight split by input block and applied before
+        sampling: both maps are linear per pixel, so projecting each map to bev_channels and
+        then sampling it is the same function. ONNX Runtime's GridSample costs per sampled
+        channel, and this samples 4x16 channels instead of 2x(16+24), with no 81-channel
+        concatenation: 3-10 % of the frame on 2 cores, timed against the old graph in turns.
+        """
         batch = int(feature_maps[0].shape[0])
-        sampled = [nn.functional.grid_sample(
-            features, self._batched(getattr(self, f'lift_grid_{k}'), batch),
-            mode='bilinear', padding_mode='zeros', align_corners=False)
-            for k in range(len(self.cfg.lift_heights_m)) for features in feature_maps]
-        mask = self._batched(self.camera_mask, batch)
-        return self.camera_to_bev(torch.cat(sampled + [mask], dim=1))
+        conv = self.camera_to_bev[0]
+        lifted = None
+        start = 0
+        for k in range(len(self.cfg.lift_heights_m)):
+            grid = self._batched(getattr(self, f'lift_grid_{k}'), batch)
+            for features in feature_maps:
+                stop = start + int(features.shape[1])
+                projected = nn.functional.conv2d(features, conv.weight[:, start:stop])
+                sampled = nn.functional.grid_sample(projected, grid, mode='bilinear',
+                                                    padding_mode='zeros', align_corners=False)
+                lifted = sampled if lifted is None else lifted + sampled
+                start = stop
+        footprint = nn.functional.conv2d(self.camera_mask, conv.weight[:, start:], conv.bias)
+        return self.camera_to_bev[1](lifted + footprint)
 
     def _consistency(self, camera_bev: torch.Tensor, lidar_bev: torch.Tensor,
                      both: torch.Tensor) -> torch.Tensor:
@@ -295,6 +311,15 @@ def _field(metadata: Any, name: str, default: Any = None) -> Any:
     return getattr(metadata, name, default)
 
 
+def metadata_camera_model(metadata: Any) -> CameraModel:
+    """The calibration a ModelMetadata or metadata dict records (defaults where absent)."""
+    camera_fields = dict(_field(metadata, 'camera_model') or {})
+    for key in ('translation', 'rpy'):
+        if key in camera_fields:
+            camera_fields[key] = tuple(camera_fields[key])
+    return CameraModel(**camera_fields)
+
+
 def build_model(metadata: Any = None) -> GatedFusionNet:
     """The untrained network for a ModelMetadata or metadata dict (None: the defaults).
 
@@ -305,11 +330,7 @@ def build_model(metadata: Any = None) -> GatedFusionNet:
     if metadata is None:
         return GatedFusionNet()
     grid = BevGrid(**(_field(metadata, 'grid') or {}))
-    camera_fields = dict(_field(metadata, 'camera_model') or {})
-    for key in ('translation', 'rpy'):
-        if key in camera_fields:
-            camera_fields[key] = tuple(camera_fields[key])
-    camera_model = CameraModel(**camera_fields)
+    camera_model = metadata_camera_model(metadata)
     architecture = _field(metadata, 'architecture')
     if architecture is None:
         architecture = (_field(metadata, 'training') or {}).get('architecture', {})

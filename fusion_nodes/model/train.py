@@ -28,7 +28,7 @@ from fusion_nodes.model.network import GatedFusionNet, NetworkConfig
 from fusion_nodes.model.predict import INPUT_KEYS, predict
 
 MODEL_NAME = 'gated_fusion'
-MODEL_VERSION = '1.3.0'
+MODEL_VERSION = '1.3.1'
 # Gates under 0.1 drop their sensor at inference (see NetworkConfig.gate_floor).
 GATE_FLOOR = 0.1
 
