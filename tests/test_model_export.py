@@ -16,13 +16,17 @@ from fusion_nodes.model.network import build_model, INPUT_NAMES, OUTPUT_NAMES
 
 
 # Gate-normalised fusion (model 1.1.0), learned absent codes (tried, not shipped), gates that
-# see the single-sensor heads' agreement (1.2.0), and that plus feature novelty.
+# see the single-sensor heads' agreement (1.2.0), that plus feature novelty (1.3), and a
+# novelty veto (1.4).
 ARCHITECTURES = {'normalised': {},
                  'absent_code': {'absent_code': True, 'mask_in_head': True, 'gate_floor': 0.1},
                  'consistency': {'gate_consistency': True, 'mask_in_head': True,
                                  'gate_floor': 0.1},
                  'novelty': {'gate_consistency': True, 'gate_novelty': True,
-                             'mask_in_head': True, 'gate_floor': 0.1}}
+                             'mask_in_head': True, 'gate_floor': 0.1},
+                 'novelty_veto': {'gate_consistency': True, 'gate_novelty': True,
+                                  'mask_in_head': True, 'gate_floor': 0.1,
+                                  'novelty_veto': (1.5, 1.5)}}
 
 
 @pytest.fixture(scope='module', params=sorted(ARCHITECTURES))

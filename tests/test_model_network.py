@@ -116,6 +116,83 @@ def test_gate_floor_drops_a_low_gate_as_if_the_sensor_were_missing():
         torch.testing.assert_close(a, b)
 
 
+def _context_model(**cfg) -> GatedFusionNet:
+    """Gates with consistency and novelty context, whose statistics have seen features."""
+    torch.manual_seed(0)
+    model = GatedFusionNet(cfg=NetworkConfig(gate_consistency=True, gate_novelty=True,
+                                             **cfg))
+    for novelty in (model.camera_novelty, model.lidar_novelty):
+        novelty.track(torch.randn(64, novelty.dim) * 0.5 + 0.2, torch.ones(64))
+    return model.eval()
+
+
+def _without(inputs: dict, sensor: int) -> dict:
+    """The inputs as predict.mask_sensors leaves a sensor that is missing."""
+    missing = {key: value.clone() for key, value in inputs.items()}
+    missing['available'][:, sensor] = 0.0
+    missing['health'][:, sensor] = 0.0
+    missing[('camera', 'lidar', 'gps')[sensor]].zero_()
+    return missing
+
+
+def _novelty_scores(model: GatedFusionNet, inputs: dict) -> tuple[float, float]:
+    with torch.no_grad():
+        out = model.forward_all(**inputs)
+        return (model.camera_novelty(out['camera_pooled']).item(),
+                model.lidar_novelty(out['lidar_pooled']).item())
+
+
+@pytest.mark.parametrize('dropped', [0, 1])
+def test_a_vetoed_sensor_is_dropped_exactly_as_if_it_were_missing(dropped):
+    soft = _context_model()
+    inputs = _inputs(seed=5)
+    scores = _novelty_scores(soft, inputs)
+    veto = [0.0, 0.0]  # 0: no veto for the other sensor, however novel it looks
+    veto[dropped] = scores[dropped] * 0.5
+    vetoed = _context_model(novelty_veto=tuple(veto))
+    other = 1 - dropped
+    with torch.no_grad():
+        out = vetoed(**inputs)
+        reference = soft(**_without(inputs, dropped))
+        soft_gates = soft(**inputs)[3][0]
+    assert out[3][0, dropped].item() == 0.0
+    # The other gate sees the dropped sensor through its context, so the second pass matters.
+    assert abs(out[3][0, other].item() - soft_gates[other].item()) > 1e-4
+    for a, b in zip(out, reference):
+        torch.testing.assert_close(a, b, rtol=0.0, atol=0.0)
+
+
+def test_a_floored_gate_drops_its_sensor_from_the_other_gates_context_too():
+    soft = _context_model()
+    inputs = _inputs(seed=5)
+    with torch.no_grad():
+        gates = soft(**inputs)[3][0]
+    camera, lidar = float(gates[0]), float(gates[1])
+    low = 0 if camera < lidar else 1
+    floored = _context_model(gate_floor=(camera + lidar) / 2.0)
+    with torch.no_grad():
+        out = floored(**inputs)
+        reference = floored(**_without(inputs, low))
+    assert out[3][0, low].item() == 0.0
+    for a, b in zip(out, reference):
+        torch.testing.assert_close(a, b, rtol=0.0, atol=0.0)
+
+
+def test_novelty_veto_leaves_sensors_below_it_alone():
+    soft = _context_model()
+    inputs = _inputs(seed=5)
+    scores = _novelty_scores(soft, inputs)
+    vetoed = _context_model(novelty_veto=tuple(score + 0.01 for score in scores))
+    with torch.no_grad():
+        for a, b in zip(vetoed(**inputs), soft(**inputs)):
+            torch.testing.assert_close(a, b, rtol=0.0, atol=0.0)
+    vetoed.train()
+    with torch.no_grad():
+        lowered = _context_model(novelty_veto=tuple(score * 0.5 for score in scores)).train()
+        torch.testing.assert_close(lowered.forward_all(**inputs)['gates'],
+                                   vetoed.forward_all(**inputs)['gates'])
+
+
 def _absent_code_model(seed: int = 0) -> GatedFusionNet:
     torch.manual_seed(seed)
     model = GatedFusionNet(cfg=NetworkConfig(absent_code=True)).eval()
@@ -200,18 +277,16 @@ def _set_head(head: torch.nn.Conv2d, winning_class: int) -> None:
 def test_consistency_measures_agreement_of_the_single_sensor_heads():
     model = _consistency_model()
     features = torch.zeros(1, model.cfg.bev_channels, 64, 64)
-    both = torch.ones(1, 1)
     _set_head(model.camera_aux_head, 2)
     _set_head(model.lidar_aux_head, 2)
-    agreeing = model._consistency(features, features, both)[0]
+    agreeing = model._agreement(features, features)[0]
     assert agreeing[0].item() == pytest.approx(1.0, abs=1e-4)
     assert agreeing[1:].abs().max().item() < 1e-4
     _set_head(model.lidar_aux_head, 4)
-    disagreeing = model._consistency(features, features, both)[0]
+    disagreeing = model._agreement(features, features)[0]
     assert disagreeing[0].item() == pytest.approx(0.0, abs=1e-4)
     assert disagreeing[1 + 2].item() == pytest.approx(1.0, abs=1e-4)
     assert disagreeing[1 + 4].item() == pytest.approx(-1.0, abs=1e-4)
-    assert model._consistency(features, features, torch.zeros(1, 1)).abs().max().item() == 0.0
 
 
 def test_consistency_lets_the_lidar_move_the_camera_gate_only_when_both_are_present():
@@ -245,6 +320,12 @@ def test_bad_architecture_is_rejected():
         NetworkConfig(gate_mode='sometimes')
     with pytest.raises(ValueError, match='gate_floor'):
         NetworkConfig(gate_floor=1.0)
+    with pytest.raises(ValueError, match='novelty_veto'):
+        NetworkConfig(novelty_veto=(2.0, 1.0))
+    with pytest.raises(ValueError, match='novelty_veto'):
+        NetworkConfig(gate_novelty=True, novelty_veto=(2.0,))
+    with pytest.raises(ValueError, match='novelty_veto'):
+        NetworkConfig(gate_novelty=True, novelty_veto=(2.0, -1.0))
     with pytest.raises(ValueError, match='unknown architecture'):
         NetworkConfig.from_dict({'depth': 3})
 

@@ -1,10 +1,16 @@
 """Training: modality dropout and a short run on a synthetic task with a known answer."""
 
+from dataclasses import replace
+import json
+
 import numpy as np
+import pytest
 import torch
 
+from fusion_nodes.model.export import write_model
 from fusion_nodes.model.predict import INPUT_KEYS, mask_sensors, predict, without_errors
-from fusion_nodes.model.train import modality_dropout, train_model, TrainConfig
+from fusion_nodes.model.train import (
+    _recalibrate, healthy_novelty_ceiling, modality_dropout, train_model, TrainConfig)
 
 
 def _batch(size: int) -> dict[str, torch.Tensor]:
@@ -119,3 +125,42 @@ def test_novelty_training_tracks_healthy_features_and_scores_the_failed_ones_hig
         scores = model.lidar_novelty(out['lidar_pooled'])[:, 0]
     # The noise scans (the failed half) were never folded in, so they lie far off.
     assert scores[16:].min() > scores[:16].max()
+
+
+def test_novelty_veto_is_the_highest_healthy_score_and_drops_only_beyond_it():
+    samples = _synthetic(32, seed=5)
+    cfg = TrainConfig(epochs=2, batch_size=8, learning_rate=1e-2, seed=0,
+                      dropout=(0.0, 0.0, 0.0), threads=1, gate_novelty=True)
+    model, _ = train_model(samples, cfg, progress=False)
+    samples['available'][3, 0] = 0.0  # a missing camera frame does not count either
+    with torch.no_grad():
+        out = model.forward_all(**{key: torch.from_numpy(samples[key]) for key in INPUT_KEYS})
+        camera = model.camera_novelty(out['camera_pooled'])[:, 0].numpy()
+        lidar = model.lidar_novelty(out['lidar_pooled'])[:, 0].numpy()
+    ceiling = healthy_novelty_ceiling(model, samples, batch_size=5)
+    assert ceiling[0] == pytest.approx(float(np.delete(camera, 3).max()), rel=1e-6)
+    # The failed half of the scans lies beyond every healthy one and sets no ceiling.
+    assert ceiling[1] == pytest.approx(float(lidar[:16].max()), rel=1e-6)
+    assert lidar[16:].min() > ceiling[1]
+    model.cfg = replace(model.cfg, gate_floor=0.0, novelty_veto=ceiling)
+    gates = predict(model, samples)['gates']
+    assert (gates[16:, 1] == 0.0).all() and (gates[:16, 1] > 0.0).all()
+    with pytest.raises(ValueError, match='no novelty input'):
+        healthy_novelty_ceiling(train_model(samples, TrainConfig(epochs=1, threads=1),
+                                            progress=False)[0], samples)
+
+
+def test_recalibrate_sets_the_chosen_vetoes_from_the_data_the_model_learned(tmp_path, capsys):
+    samples = _synthetic(24, seed=5)
+    cfg = TrainConfig(epochs=1, batch_size=8, seed=0, threads=1, gate_novelty=True)
+    model, _ = train_model(samples, cfg, progress=False)
+    json_path = write_model(model, tmp_path, 'net', '1.0.0',
+                            {'data_sha256': 'abc', 'seeds': [1], 'epochs': 1})
+    weights = (tmp_path / 'net.pt').read_bytes()
+    assert _recalibrate(json_path, '1.0.1', samples, 'other', ['camera']) == 2
+    assert 'trained on data abc' in capsys.readouterr().err
+    assert _recalibrate(json_path, '1.0.1', samples, 'abc', ['camera']) == 0
+    metadata = json.loads(json_path.read_text())
+    camera_ceiling = healthy_novelty_ceiling(model, samples)[0]
+    assert metadata['version'] == '1.0.1' and (tmp_path / 'net.pt').read_bytes() == weights
+    assert metadata['architecture']['novelty_veto'] == [pytest.approx(camera_ceiling), 0.0]

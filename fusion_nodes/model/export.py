@@ -1,7 +1,7 @@
 """ONNX export with static shapes, a TensorRT-parser op check, and the metadata beside it."""
 
 import argparse
-from dataclasses import asdict
+from dataclasses import asdict, replace
 import hashlib
 import io
 import json
@@ -172,20 +172,30 @@ def write_model(model: GatedFusionNet, directory: Path, name: str, version: str,
     return json_path
 
 
-def reexport_model(json_path: Path, version: str) -> Path:
+def load_trained_model(json_path: Path) -> tuple[GatedFusionNet, Any]:
+    """The eval-mode network of a saved model, its weights loaded, and its ModelMetadata."""
+    from fusion_nodes.inference.metadata import load_metadata
+    metadata = load_metadata(json_path)
+    if metadata.torch_weights_path is None:
+        raise ValueError(f'{json_path} names no torch weights to load')
+    model = build_model(metadata)
+    model.load_state_dict(torch.load(metadata.torch_weights_path, map_location='cpu',
+                                     weights_only=True), strict=True)
+    return model.eval(), metadata
+
+
+def reexport_model(json_path: Path, version: str,
+                   novelty_veto: tuple[float, ...] | None = None) -> Path:
     """Export a saved model's weights to its ONNX file again and rewrite its metadata.
 
     For a change in how the network is written or exported that keeps the weights: the
     weights file and the training record stay as they are; the ONNX file, its sha256 and the
-    version are new.
+    version are new. novelty_veto, when given, replaces the architecture's (an inference-only
+    setting, see NetworkConfig).
     """
-    from fusion_nodes.inference.metadata import load_metadata
-    metadata = load_metadata(json_path)
-    if metadata.torch_weights_path is None:
-        raise ValueError(f'{json_path} names no torch weights to export from')
-    model = build_model(metadata)
-    model.load_state_dict(torch.load(metadata.torch_weights_path, map_location='cpu',
-                                     weights_only=True), strict=True)
+    model, metadata = load_trained_model(json_path)
+    if novelty_veto is not None:
+        model.cfg = replace(model.cfg, novelty_veto=tuple(novelty_veto))
     onnx_sha = export_onnx(model, metadata.onnx_path)
     rewritten = build_metadata(model, metadata.name, version, metadata.onnx_file, onnx_sha,
                                metadata.torch_weights_file, metadata.torch_weights_sha256,

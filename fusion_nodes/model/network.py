@@ -32,6 +32,9 @@ LIDAR_CHANNELS = 4
 # Keeps the gate-weighted mean finite when every gate is 0 (then the fused features are 0).
 FUSION_EPS = 1e-3
 LOG_VARIANCE_RANGE = (-8.0, 6.0)
+# The novelty veto spares scores this far above it: the healthy frame that set it, scored
+# again in another batch or runtime, differs in the last bits.
+VETO_TOLERANCE = 1e-4
 # Cells per side pooled for the gates' consistency context (4: 64x64 -> 16x16).
 CONSISTENCY_POOL = 4
 
@@ -67,6 +70,11 @@ class NetworkConfig:
     # Gives the camera and lidar gates the Mahalanobis distance of their pooled features from
     # healthy training features (FeatureNovelty), for failures that training never showed.
     gate_novelty: bool = False
+    # At inference, (camera, lidar) novelty scores above which the sensor is dropped (gate 0),
+    # whatever its gate says: features farther from healthy training data than any healthy
+    # training frame's. Set after training from those scores; 0 leaves a sensor without a
+    # veto, () both.
+    novelty_veto: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.gate_mode not in GATE_MODES:
@@ -77,6 +85,10 @@ class NetworkConfig:
             raise ValueError('channel counts must be positive')
         if not 0.0 <= self.gate_floor < 1.0:
             raise ValueError(f'gate_floor must be in [0, 1), got {self.gate_floor}')
+        if self.novelty_veto and not (self.gate_novelty and len(self.novelty_veto) == 2
+                                      and all(v >= 0.0 for v in self.novelty_veto)):
+            raise ValueError('novelty_veto needs gate_novelty and two scores >= 0 '
+                             f'(camera, lidar; 0 for none), got {self.novelty_veto}')
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -202,14 +214,13 @@ class GatedFusionNet(nn.Module):
         footprint = nn.functional.conv2d(self.camera_mask, conv.weight[:, start:], conv.bias)
         return self.camera_to_bev[1](lifted + footprint)
 
-    def _consistency(self, camera_bev: torch.Tensor, lidar_bev: torch.Tensor,
-                     both: torch.Tensor) -> torch.Tensor:
-        """[agreement, per-class mean(p_camera - p_lidar)] in the camera footprint, x both.
+    def _agreement(self, camera_bev: torch.Tensor, lidar_bev: torch.Tensor) -> torch.Tensor:
+        """[agreement, per-class mean(p_camera - p_lidar)] in the camera footprint.
 
         Agreement is the mean probability that the two single-sensor heads pick the same
         class. The heads are 1x1 convolutions, so running them on 4x4-pooled features gives
         the pooled logits exactly, at a sixteenth of the cost. Sums are written as means times
-        a constant so the graph keeps to ReduceMean.
+        a constant so the graph keeps to ReduceMean. _gates zeroes it unless both are present.
         """
         pool = CONSISTENCY_POOL
         p_camera = torch.softmax(self.camera_aux_head(
@@ -221,7 +232,45 @@ class GatedFusionNet(nn.Module):
         agree = (p_camera * p_lidar).mean(dim=1, keepdim=True) * float(self.num_classes)
         agreement = (agree * mask).mean(dim=(2, 3)) * scale
         difference = ((p_camera - p_lidar) * mask).mean(dim=(2, 3)) * scale
-        return torch.cat([agreement, difference], dim=1) * both
+        return torch.cat([agreement, difference], dim=1)
+
+    def _gates(self, pooled: tuple[torch.Tensor, ...], health: torch.Tensor,
+               available: torch.Tensor, agreement: torch.Tensor | None,
+               novelty: tuple[torch.Tensor, torch.Tensor] | None
+               ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per-sensor gates and logits ([B, 1] each) for this availability.
+
+        agreement is _agreement's output, novelty the camera and lidar scores (each None when
+        its context is off).
+        """
+        contexts: list[list[torch.Tensor]] = [[], [], []]
+        if agreement is not None:
+            both = available[:, 0:1] * available[:, 1:2]
+            shared = torch.cat([agreement * both, both], dim=1)
+            # The other sensor's health counts only while it is present, as in training,
+            # where a dropped sensor's health is zeroed.
+            contexts[0] += [shared, health[:, 1] * available[:, 1:2]]
+            contexts[1] += [shared, health[:, 0] * available[:, 0:1]]
+        if novelty is not None:
+            contexts[0].append(novelty[0] * available[:, 0:1])
+            contexts[1].append(novelty[1] * available[:, 1:2])
+        gate_nets = (self.camera_gate, self.lidar_gate, self.gps_gate)
+        gates, logits = [], []
+        for k, (net, features) in enumerate(zip(gate_nets, pooled)):
+            avail = available[:, k:k + 1]
+            # Detached: the gate loss trains the gate MLPs alone and cannot reshape the
+            # features the BEV and ego heads are built on.
+            context = torch.cat(contexts[k], dim=1) if contexts[k] else None
+            gate, logit = net(features.detach(), health[:, k], avail, context)
+            if not self.training:
+                if self.cfg.gate_floor > 0.0:
+                    gate = gate * _step(gate - self.cfg.gate_floor)
+                if k < len(self.cfg.novelty_veto) and self.cfg.novelty_veto[k] > 0.0:
+                    gate = gate * _step(self.cfg.novelty_veto[k] + VETO_TOLERANCE
+                                        - novelty[k])
+            gates.append(avail if self.cfg.gate_mode == 'fixed' else gate)
+            logits.append(logit)
+        return gates, logits
 
     def forward_all(self, camera: torch.Tensor, lidar: torch.Tensor, gps: torch.Tensor,
                     health: torch.Tensor, available: torch.Tensor,
@@ -238,29 +287,19 @@ class GatedFusionNet(nn.Module):
         camera_logits = self.camera_aux_head(camera_bev)
         lidar_logits = self.lidar_aux_head(lidar_bev)
         pooled = (camera_features.mean(dim=(2, 3)), lidar_bev.mean(dim=(2, 3)), gps_features)
-        contexts: list[list[torch.Tensor]] = [[], [], []]
+        agreement = None
         if self.cfg.gate_consistency:
-            both = available[:, 0:1] * available[:, 1:2]
-            shared = torch.cat([self._consistency(camera_bev, lidar_bev, both), both], dim=1)
-            # The other sensor's health counts only while it is present, as in training,
-            # where a dropped sensor's health is zeroed.
-            contexts[0] += [shared, health[:, 1] * available[:, 1:2]]
-            contexts[1] += [shared, health[:, 0] * available[:, 0:1]]
+            agreement = self._agreement(camera_bev, lidar_bev)
+        novelty = None
         if self.cfg.gate_novelty:
-            contexts[0].append(self.camera_novelty(pooled[0].detach()) * available[:, 0:1])
-            contexts[1].append(self.lidar_novelty(pooled[1].detach()) * available[:, 1:2])
-        gate_nets = (self.camera_gate, self.lidar_gate, self.gps_gate)
-        gates, logits = [], []
-        for k, (net, features) in enumerate(zip(gate_nets, pooled)):
-            avail = available[:, k:k + 1]
-            # Detached: the gate loss trains the gate MLPs alone and cannot reshape the
-            # features the BEV and ego heads are built on.
-            context = torch.cat(contexts[k], dim=1) if contexts[k] else None
-            gate, logit = net(features.detach(), health[:, k], avail, context)
-            if self.cfg.gate_floor > 0.0 and not self.training:
-                gate = gate * _step(gate - self.cfg.gate_floor)
-            gates.append(avail if self.cfg.gate_mode == 'fixed' else gate)
-            logits.append(logit)
+            novelty = (self.camera_novelty(pooled[0].detach()),
+                       self.lidar_novelty(pooled[1].detach()))
+        gates, logits = self._gates(pooled, health, available, agreement, novelty)
+        if not self.training and (self.cfg.gate_floor > 0.0 or self.cfg.novelty_veto):
+            # A gate the floor or the veto closed drops its sensor exactly as if it were
+            # missing: the other gates are computed again without it, as in a run without it.
+            kept = available * _step(torch.cat(gates, dim=1))
+            gates, logits = self._gates(pooled, health, kept, agreement, novelty)
         if gate_override is not None:
             gates = [gate_override[:, k:k + 1] for k in range(len(gates))]
         g_camera = gates[0][:, :, None, None]
