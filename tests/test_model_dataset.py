@@ -182,7 +182,8 @@ def test_held_out_scenarios_give_test_recordings_only(tmp_path):
     train = {r.scenario for r in dataset.recordings('train', spec)}
     test = {r.scenario for r in dataset.recordings('test', spec)}
     assert 'lidar_crosstalk' in test and 'lidar_crosstalk' not in train
-    assert test - train == {'lidar_crosstalk', 'camera_channel_swap'}
+    assert test - train == {'lidar_crosstalk', 'camera_channel_swap', 'lidar_yaw_misaligned',
+                            'camera_upside_down'}
     with pytest.raises(ValueError, match='held out of training'):
         dataset.recordings('train', spec, ['lidar_crosstalk'])
 

@@ -202,7 +202,7 @@ def _failure_world(nominal, windows):
 
 
 def test_every_camera_failure_visibly_changes_frames(nominal, world):
-    kinds = ('blackout', 'glare', 'blur', 'frozen', 'dirt', 'channel_swap')
+    kinds = ('blackout', 'glare', 'blur', 'frozen', 'dirt', 'channel_swap', 'upside_down')
     failed = _failure_world(nominal, [FailureWindow('camera', k, T0 + i, T0 + i + 1.0)
                                       for i, k in enumerate(kinds)])
     for i, kind in enumerate(kinds):
@@ -225,15 +225,18 @@ def test_every_camera_failure_visibly_changes_frames(nominal, world):
             assert np.abs(clean - start).mean() > 2.0
         elif kind == 'channel_swap':
             assert np.array_equal(bad, clean[..., ::-1])
+        elif kind == 'upside_down':
+            assert np.array_equal(bad, clean[::-1, ::-1])
+            assert np.abs(bad - clean).mean() > 5.0
         else:
             changed = np.abs(bad - clean).max(axis=2) > 30
             assert 0.03 < changed.mean() < 0.9
-    assert np.array_equal(failed.render_camera(_t(nominal, T0 + 6.5)),
-                          world.render_camera(_t(nominal, T0 + 6.5)))
+    assert np.array_equal(failed.render_camera(_t(nominal, T0 + 7.5)),
+                          world.render_camera(_t(nominal, T0 + 7.5)))
 
 
 def test_every_lidar_failure_visibly_changes_scans(nominal, world):
-    kinds = ('dropout', 'sparse', 'rain', 'frozen', 'crosstalk')
+    kinds = ('dropout', 'sparse', 'rain', 'frozen', 'crosstalk', 'yaw_misaligned')
     failed = _failure_world(nominal, [FailureWindow('lidar', k, T0 + i, T0 + i + 1.0)
                                       for i, k in enumerate(kinds)])
     for i, kind in enumerate(kinds):
@@ -257,12 +260,21 @@ def test_every_lidar_failure_visibly_changes_scans(nominal, world):
             assert np.all(np.diff(bad['time']) >= 0)
             far = np.hypot(bad['x'], bad['y']) > 25.0
             assert far.sum() > (np.hypot(clean['x'], clean['y']) > 25.0).sum() + 3000
+        elif kind == 'yaw_misaligned':
+            # The same returns at the same ranges, every one turned by 20 degrees.
+            assert bad.size == clean.size
+            np.testing.assert_allclose(np.hypot(bad['x'], bad['y']),
+                                       np.hypot(clean['x'], clean['y']), rtol=1e-5)
+            turn = np.angle(np.exp(1j * (np.arctan2(bad['y'], bad['x'])
+                                         - np.arctan2(clean['y'], clean['x']))))
+            moved = np.hypot(clean['x'], clean['y']) > 1.0
+            np.testing.assert_allclose(np.degrees(turn[moved]), 20.0, atol=1e-3)
         else:
             start = failed.lidar_scan(_t(nominal, T0 + i))
             assert np.array_equal(bad, start)
             assert not np.array_equal(clean, start)
-    assert np.array_equal(failed.lidar_scan(_t(nominal, T0 + 5.5)),
-                          world.lidar_scan(_t(nominal, T0 + 5.5)))
+    assert np.array_equal(failed.lidar_scan(_t(nominal, T0 + 6.5)),
+                          world.lidar_scan(_t(nominal, T0 + 6.5)))
 
 
 def test_every_gps_failure_visibly_changes_fixes(nominal, world):

@@ -42,6 +42,9 @@ def camera_failure(img: np.ndarray, window: FailureWindow, seed: int,
     if kind == 'channel_swap':
         # A driver that labels bgr8 data rgb8: a sharp, well-exposed image in wrong colours.
         return np.ascontiguousarray(img[..., ::-1])
+    if kind == 'upside_down':
+        # A camera remounted rotated by 180 degrees: sharp, well exposed, right colours.
+        return np.ascontiguousarray(img[::-1, ::-1])
     raise ValueError(f'camera failure {kind!r} is not applied to frames')
 
 
@@ -79,6 +82,13 @@ def lidar_failure(points: np.ndarray, window: FailureWindow, seed: int, t_ns: in
         ghosts = _spurious_returns(rng, rng.uniform(1.0, max_range, n), elevations,
                                    scan_period_s, intensity=(0.02, 0.4))
         return _merged_by_time(points, ghosts)
+    if kind == 'yaw_misaligned':
+        # A sensor turned on a loose mount: every return kept, the whole scan rotated.
+        yaw = math.radians(float(params.get('yaw_deg', 20.0)))
+        turned = points.copy()
+        turned['x'] = points['x'] * math.cos(yaw) - points['y'] * math.sin(yaw)
+        turned['y'] = points['x'] * math.sin(yaw) + points['y'] * math.cos(yaw)
+        return turned
     raise ValueError(f'lidar failure {kind!r} is not applied to sweeps')
 
 
