@@ -132,13 +132,16 @@ def test_novelty_veto_is_the_highest_healthy_score_and_drops_only_beyond_it():
     cfg = TrainConfig(epochs=2, batch_size=8, learning_rate=1e-2, seed=0,
                       dropout=(0.0, 0.0, 0.0), threads=1, gate_novelty=True)
     model, _ = train_model(samples, cfg, progress=False)
-    samples['available'][3, 0] = 0.0  # a missing camera frame does not count either
+    # A missing camera frame does not count either, however novel what it holds.
+    samples['camera'][3] = 5.0
+    samples['available'][3, 0] = 0.0
     with torch.no_grad():
         out = model.forward_all(**{key: torch.from_numpy(samples[key]) for key in INPUT_KEYS})
         camera = model.camera_novelty(out['camera_pooled'])[:, 0].numpy()
         lidar = model.lidar_novelty(out['lidar_pooled'])[:, 0].numpy()
     ceiling = healthy_novelty_ceiling(model, samples, batch_size=5)
     assert ceiling[0] == pytest.approx(float(np.delete(camera, 3).max()), rel=1e-6)
+    assert camera[3] > ceiling[0] + 0.1
     # The failed half of the scans lies beyond every healthy one and sets no ceiling.
     assert ceiling[1] == pytest.approx(float(lidar[:16].max()), rel=1e-6)
     assert lidar[16:].min() > ceiling[1]
