@@ -158,6 +158,7 @@ def test_reexport_writes_a_new_graph_from_the_saved_weights(tmp_path):
     after = json.loads(json_path.read_text())
     assert (tmp_path / 'net.pt').read_bytes() == weights
     assert after['version'] == '1.0.1' and after['training'] == training
+    assert before['camera_model']['translation'] == [1.2, 0.0, 1.5]  # the model's own
     assert after['camera_model'] == before['camera_model']
     assert {k: v for k, v in after.items() if k not in ('version', 'onnx_sha256')} == {
         k: v for k, v in before.items() if k not in ('version', 'onnx_sha256')}

@@ -16,11 +16,10 @@ import torch
 
 from fusion_nodes.core.camera import CAMERA_HEALTH_FEATURES
 from fusion_nodes.core.config import (
-    BevGrid, CameraModel, CameraPreprocessConfig, SEMANTIC_CLASSES, SENSORS)
+    BevGrid, CameraPreprocessConfig, SEMANTIC_CLASSES, SENSORS)
 from fusion_nodes.core.gps import GPS_HEALTH_FEATURES
 from fusion_nodes.core.lidar import LIDAR_HEALTH_FEATURES
-from fusion_nodes.model.network import (
-    build_model, GatedFusionNet, INPUT_NAMES, metadata_camera_model, OUTPUT_NAMES)
+from fusion_nodes.model.network import build_model, GatedFusionNet, INPUT_NAMES, OUTPUT_NAMES
 
 METADATA_FORMAT = 'fusion_nodes.model/1'
 OPSET = 17
@@ -127,8 +126,7 @@ def file_sha256(path: Path) -> str:
 
 def build_metadata(model: GatedFusionNet, name: str, version: str, onnx_file: str,
                    onnx_sha256: str, weights_file: str, weights_sha256: str,
-                   training: dict[str, Any], camera_model: CameraModel = CameraModel(),
-                   opset: int = OPSET) -> dict[str, Any]:
+                   training: dict[str, Any], opset: int = OPSET) -> dict[str, Any]:
     """The 'fusion_nodes.model/1' metadata dict that travels beside the model."""
     inputs, outputs = io_specs(model)
     preprocess = CameraPreprocessConfig()
@@ -149,7 +147,7 @@ def build_metadata(model: GatedFusionNet, name: str, version: str, onnx_file: st
         'grid': asdict(grid),
         'normalisation': {'camera': {'mean': list(preprocess.mean), 'std': list(preprocess.std)}},
         'camera_model': {k: list(v) if isinstance(v, tuple) else v
-                         for k, v in asdict(camera_model).items()},
+                         for k, v in asdict(model.camera_model).items()},
         'health_features': HEALTH_FEATURE_NAMES,
         'architecture': model.cfg.to_dict(),
         'training': training,
@@ -199,8 +197,7 @@ def reexport_model(json_path: Path, version: str,
     onnx_sha = export_onnx(model, metadata.onnx_path)
     rewritten = build_metadata(model, metadata.name, version, metadata.onnx_file, onnx_sha,
                                metadata.torch_weights_file, metadata.torch_weights_sha256,
-                               metadata.training, metadata_camera_model(metadata),
-                               metadata.opset)
+                               metadata.training, metadata.opset)
     _write_metadata_json(Path(json_path), rewritten)
     return Path(json_path)
 

@@ -136,6 +136,7 @@ class GatedFusionNet(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.grid = grid
+        self.camera_model = camera_model
         self.num_classes = num_classes
         c1, c2, c3 = cfg.camera_channels
         d = cfg.bev_channels
@@ -351,15 +352,6 @@ def _field(metadata: Any, name: str, default: Any = None) -> Any:
     return getattr(metadata, name, default)
 
 
-def metadata_camera_model(metadata: Any) -> CameraModel:
-    """The calibration a ModelMetadata or metadata dict records (defaults where absent)."""
-    camera_fields = dict(_field(metadata, 'camera_model') or {})
-    for key in ('translation', 'rpy'):
-        if key in camera_fields:
-            camera_fields[key] = tuple(camera_fields[key])
-    return CameraModel(**camera_fields)
-
-
 def build_model(metadata: Any = None) -> GatedFusionNet:
     """The untrained network for a ModelMetadata or metadata dict (None: the defaults).
 
@@ -370,7 +362,11 @@ def build_model(metadata: Any = None) -> GatedFusionNet:
     if metadata is None:
         return GatedFusionNet()
     grid = BevGrid(**(_field(metadata, 'grid') or {}))
-    camera_model = metadata_camera_model(metadata)
+    camera_fields = dict(_field(metadata, 'camera_model') or {})
+    for key in ('translation', 'rpy'):
+        if key in camera_fields:
+            camera_fields[key] = tuple(camera_fields[key])
+    camera_model = CameraModel(**camera_fields)
     architecture = _field(metadata, 'architecture')
     if architecture is None:
         architecture = (_field(metadata, 'training') or {}).get('architecture', {})
