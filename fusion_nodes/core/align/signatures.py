@@ -46,6 +46,18 @@ def _as_u8(gray: np.ndarray) -> np.ndarray:
     return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
+def dense_flow(prev_gray: np.ndarray | None, gray: np.ndarray | None) -> np.ndarray | None:
+    """Farneback flow (48, 64, 2), in pixels of the 64x48 reduction, between two grey frames.
+
+    None for the first frame, a size change or a non-2-D input; NaN pixels count as black.
+    """
+    pair = _finite_pair(prev_gray, gray)
+    if pair is None or pair[0].ndim != 2 or min(pair[0].shape) < 8:
+        return None
+    a, b = _as_u8(pair[0]), _as_u8(pair[1])
+    return cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 2, 9, 2, 5, 1.1, 0)
+
+
 def frame_difference_energy(prev_gray: np.ndarray | None, gray: np.ndarray | None) -> float:
     """Mean dense optical-flow magnitude (pixels of a 64-wide image) between two camera frames.
 
@@ -54,11 +66,9 @@ def frame_difference_energy(prev_gray: np.ndarray | None, gray: np.ndarray | Non
     and yaw rate rather than scene texture. NaN pixels count as black; the first frame, a size
     change or a non-2-D input give 0.0.
     """
-    pair = _finite_pair(prev_gray, gray)
-    if pair is None or pair[0].ndim != 2 or min(pair[0].shape) < 8:
+    flow = dense_flow(prev_gray, gray)
+    if flow is None:
         return 0.0
-    a, b = _as_u8(pair[0]), _as_u8(pair[1])
-    flow = cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 2, 9, 2, 5, 1.1, 0)
     magnitude = np.sqrt(flow[..., 0] ** 2 + flow[..., 1] ** 2)
     value = float(magnitude.mean())
     return value if math.isfinite(value) else 0.0
