@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 
 from fusion_nodes.core.assessment import (
-    assess_camera, assess_gps, assess_lidar, HEALTH_FEATURES, sensor_in_error,
-    sensors_in_error)
+    assess_camera, assess_gps, assess_lidar, assess_lidar_mount, HEALTH_FEATURES,
+    sensor_in_error, sensors_in_error)
 from fusion_nodes.core.camera import CAMERA_HEALTH_FEATURES
 from fusion_nodes.core.gps import GpsSample
+from fusion_nodes.core.lidar_mount import LidarMountState
 from fusion_nodes.core.watchdog import ERROR, OK, WARN
 
 HEALTHY = np.array([[0.5, 0.4, 0.9, 0.0],    # camera: brightness, contrast, sharpness, frozen
@@ -70,3 +71,13 @@ def test_mask_follows_the_leading_dimensions_and_rejects_bad_shapes():
     with pytest.raises(ValueError, match='unknown sensor'):
         sensor_in_error('radar', HEALTHY[0])
     assert HEALTH_FEATURES['camera'] == tuple(CAMERA_HEALTH_FEATURES)
+
+
+def test_a_turned_lidar_mount_raises_the_lidar_to_error_with_its_heading():
+    turned = LidarMountState(in_error=True, cusum_deg=150.0, heading_deg=19.6, steps=40)
+    level, message = assess_lidar_mount(turned, WARN, 'sparse scan')
+    assert level == ERROR and '+20 deg' in message
+    straight = LidarMountState(in_error=False, cusum_deg=30.0, heading_deg=0.4, steps=40)
+    assert assess_lidar_mount(straight, WARN, 'sparse scan') == (WARN, 'sparse scan')
+    # An ERROR of the scan itself keeps its own message.
+    assert assess_lidar_mount(turned, ERROR, 'dropout') == (ERROR, 'dropout')

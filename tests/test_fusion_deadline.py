@@ -11,6 +11,7 @@ from rclpy.parameter import Parameter
 from fusion_nodes.core.fusion_inputs import SensorSample
 from fusion_nodes.core.motion_compensation import PlanarVelocity
 from fusion_nodes.nodes.fusion_node import FusionNode
+from fusion_nodes.nodes.sensor_node import ERROR
 from tests.models.make_models import write_tiny_model
 
 pytestmark = pytest.mark.ros
@@ -100,6 +101,27 @@ def test_a_sensor_whose_health_says_error_is_fused_as_missing(rclpy_session, tmp
         assert node.tracks['camera'].dropped_on_error == int(drop)
         if drop:
             assert node._sensor_status('camera')[0] == 'DROPPED'
+    finally:
+        node.destroy_node()
+
+
+def test_a_lidar_its_node_puts_in_error_is_fused_as_missing(rclpy_session, tmp_path):
+    """The published level counts, not only the health vector: lidar_node's mount check
+    puts a lidar with healthy-looking scans in ERROR."""
+    node = _fusion_node(tmp_path, max_wait_ms=0.0)
+    feeds = _record_inputs(node, 'available')
+    try:
+        healthy_lidar = np.array([1.0, 1.0, 0.0, 0.02], np.float32)
+        healthy_camera = np.array([0.5, 0.4, 0.9, 0.0], np.float32)
+        now = node.get_clock().now().nanoseconds
+        node._accept(node.tracks['lidar'], SensorSample(
+            'lidar', now, now, np.zeros(node.input_shapes['lidar'][1:], np.float32),
+            healthy_lidar, 0.0, level=ERROR))
+        node._accept(node.tracks['camera'], SensorSample(
+            'camera', now, now + 1, np.zeros(node.input_shapes['camera'][1:], np.float32),
+            healthy_camera, 0.0))
+        assert feeds[-1][0].tolist() == [1.0, 0.0, 0.0]
+        assert node.tracks['lidar'].dropped_on_error >= 1
     finally:
         node.destroy_node()
 

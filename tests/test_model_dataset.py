@@ -173,6 +173,8 @@ def test_feature_cache_key_follows_sensor_params_and_pairing_only(monkeypatch):
     from fusion_nodes.nodes.params import FUSION_PARAMS
     monkeypatch.setitem(FUSION_PARAMS, 'max_wait_ms', 0.0)
     monkeypatch.setitem(FUSION_PARAMS, 'poll_period_ms', 1.0)
+    # Nor does a sensor-node setting that only sets a level (the lidar mount check).
+    monkeypatch.setitem(dataset.LIDAR_PARAMS, 'mount_check', False)
     assert spec.features_key() == key
 
 

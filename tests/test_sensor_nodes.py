@@ -2,6 +2,7 @@
 
 from types import SimpleNamespace
 
+import cv2
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry
 import numpy as np
@@ -23,7 +24,8 @@ from fusion_nodes.nodes.camera_node import CameraNode
 from fusion_nodes.nodes.gps_node import assess_gps, GpsNode
 from fusion_nodes.nodes.health_msg import parse_health_msg
 from fusion_nodes.nodes.lidar_node import LidarNode
-from fusion_nodes.nodes.sensor_node import OK, WARN
+from fusion_nodes.nodes.sensor_node import ERROR, OK, WARN
+from tests.mount_scenes import road_frame, scene, seen_from
 from tests.ros_helpers import Collector, spin_until
 
 pytestmark = pytest.mark.ros
@@ -113,6 +115,33 @@ def test_camera_node_publishes_the_core_features_and_rejects_bad_frames(graph):
     assert any(key.startswith('rejected.') for key in values)
 
 
+@pytest.mark.parametrize('upside_down, check, expected', [
+    (True, True, ERROR), (False, True, OK), (True, False, OK)])
+def test_camera_node_puts_an_upside_down_camera_in_error(rclpy_session, upside_down,
+                                                         check, expected):
+    """A second at 8 m/s along a striped road: an upside-down image goes to ERROR, unless
+    mount_check is off; the upright one stays OK."""
+    node = CameraNode(parameter_overrides=[Parameter('mount_check', value=check)])
+    published = []
+    node.publish_health = lambda header, health, level, message, extra: published.append(
+        (level, message, extra))
+    try:
+        for k in range(30):
+            t = k / 30.0
+            grey = cv2.resize(road_frame(t, upside_down=upside_down), (640, 480))
+            rgb = np.repeat((grey * 255).astype(np.uint8)[..., None], 3, axis=2)
+            stamp_ns = 5 * 10**9 + round(t * 1e9)
+            node._process(conversions.numpy_to_image(
+                rgb, 'rgb8', header=_header(stamp_ns // 10**9, stamp_ns % 10**9)))
+    finally:
+        node.destroy_node()
+    level, message, extra = published[-1]
+    assert level == expected, message
+    if expected == ERROR:
+        assert message.startswith('upside down') and extra['mount.log_ratio'] < 0.0
+    assert ('mount.steps' in extra) == check
+
+
 def test_camera_node_compressed_transport(graph):
     add, executor = graph
     add(CameraNode, parameter_overrides=[Parameter('input_transport', value='compressed')])
@@ -188,6 +217,33 @@ def test_lidar_node_publishes_pillars_of_any_layout(graph):
                          fields=[PointField(name='a', offset=0, datatype=7, count=1)])
     pub.publish(no_xyz)
     assert spin_until(executor, lambda: lidar.rejections.total == 1, 5.0)
+
+
+@pytest.mark.parametrize('mount_yaw_deg, check, expected', [
+    (20.0, True, ERROR), (0.0, True, OK), (20.0, False, OK)])
+def test_lidar_node_puts_a_turned_lidar_in_error(rclpy_session, mount_yaw_deg, check, expected):
+    """Three seconds at 8 m/s past poles: a lidar turned 20 degrees on its mount goes to
+    ERROR with its heading in the message, unless mount_check is off."""
+    world = scene(5)
+    node = LidarNode(parameter_overrides=[Parameter('mount_check', value=check),
+                                          Parameter('expected_points', value=len(world))])
+    published = []
+    node.publish_health = lambda header, health, level, message, extra: published.append(
+        (level, message, extra))
+    try:
+        for k in range(30):
+            lidar_frame = seen_from(world, 0.8 * k, mount_yaw_deg=mount_yaw_deg)
+            lidar_frame[:, 2] -= 1.8  # the default extrinsic puts the lidar 1.8 m up
+            stamp_ns = 5 * 10**9 + k * 100_000_000
+            header = _header(stamp_ns // 10**9, stamp_ns % 10**9, frame='lidar')
+            node._process(conversions.create_cloud_xyzi(header, lidar_frame))
+    finally:
+        node.destroy_node()
+    level, message, extra = published[-1]
+    assert level == expected
+    if expected == ERROR:
+        assert 'mount turned' in message and extra['mount.heading_deg'] > 12.0
+    assert ('mount.steps' in extra) == check
 
 
 def test_gps_node_publishes_enu_odometry_and_flags_no_fix(graph):

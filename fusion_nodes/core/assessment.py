@@ -7,9 +7,11 @@ use the same functions to keep a sensor in error out of the fusion (see sensors_
 import numpy as np
 
 from fusion_nodes.core.camera import CAMERA_HEALTH_FEATURES
+from fusion_nodes.core.camera_mount import CameraMountState
 from fusion_nodes.core.config import SENSORS
 from fusion_nodes.core.gps import GPS_HEALTH_FEATURES, GpsSample
 from fusion_nodes.core.lidar import LIDAR_HEALTH_FEATURES
+from fusion_nodes.core.lidar_mount import LidarMountState
 from fusion_nodes.core.watchdog import ERROR, OK, WARN
 
 
@@ -41,6 +43,30 @@ def assess_lidar(health: np.ndarray) -> tuple[int, str]:
     if point_ratio < 0.6:
         return WARN, 'sparse scan'
     return OK, 'ok'
+
+
+def assess_camera_mount(state: CameraMountState, level: int, message: str
+                        ) -> tuple[int, str]:
+    """The camera's level and message with its mount check (camera_mount) taken into account.
+
+    An image whose top streams past faster than its bottom while driving is upside down:
+    every pixel lands in the wrong BEV cell, however healthy the frame looks.
+    """
+    if state.in_error and level < ERROR:
+        return ERROR, 'upside down: the top of the image flows faster than the bottom'
+    return level, message
+
+
+def assess_lidar_mount(state: LidarMountState, level: int, message: str) -> tuple[int, str]:
+    """The lidar's level and message with its mount check (lidar_mount) taken into account.
+
+    A lidar whose travel runs off its x axis gives every point in the wrong place, however
+    healthy its scan looks: ERROR, so the fusion drops it.
+    """
+    if state.in_error and level < ERROR:
+        return ERROR, (f'travel {state.heading_deg:+.0f} deg off the x axis: extrinsic yaw '
+                       f'wrong or mount turned')
+    return level, message
 
 
 def assess_gps(sample: GpsSample) -> tuple[int, str]:

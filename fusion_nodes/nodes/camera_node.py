@@ -8,14 +8,15 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from fusion_nodes import conversions
 from fusion_nodes.core.align.signatures import frame_difference_energy
-from fusion_nodes.core.assessment import assess_camera
+from fusion_nodes.core.assessment import assess_camera, assess_camera_mount
 from fusion_nodes.core.camera import (
     CAMERA_HEALTH_FEATURES, CameraHealthConfig, CameraHealthTracker, grey_from_network_input,
     preprocess_camera)
+from fusion_nodes.core.camera_mount import CameraMountMonitor
 from fusion_nodes.core.config import CameraPreprocessConfig
 from fusion_nodes.nodes.params import CAMERA_PARAMS
 from fusion_nodes.nodes.runner import run_node
-from fusion_nodes.nodes.sensor_node import RELIABLE_OUTPUT, SensorNode
+from fusion_nodes.nodes.sensor_node import ERROR, RELIABLE_OUTPUT, SensorNode
 
 _TRANSPORTS = {
     'raw': (Image, 'camera/image_raw', conversions.image_to_rgb8),
@@ -43,6 +44,7 @@ class CameraNode(SensorNode):
             frozen_frames=int(p['frozen_frames'])))
         msg_type, topic, self._decode = _TRANSPORTS[transport]
         self._previous_grey: np.ndarray | None = None
+        self.mount_monitor = CameraMountMonitor() if p['mount_check'] else None
         self.features_pub = self.create_publisher(Image, 'camera/features', RELIABLE_OUTPUT)
         self.create_subscription(msg_type, topic, self._on_image, qos_profile_sensor_data)
 
@@ -60,7 +62,15 @@ class CameraNode(SensorNode):
             np.ascontiguousarray(features.transpose(1, 2, 0)), '32FC3', header=msg.header)
         self.features_pub.publish(out)
         level, message = assess_camera(health)
-        self.publish_health(msg.header, health, level, message, {'signature': signature})
+        extra = {'signature': signature}
+        if self.mount_monitor is not None:
+            # A frozen, dark or glaring frame would only feed the check noise.
+            mount = (self.mount_monitor.update(conversions.stamp_to_ns(msg.header.stamp), grey)
+                     if level < ERROR else self.mount_monitor.state())
+            level, message = assess_camera_mount(mount, level, message)
+            extra.update({'mount.log_ratio': mount.log_ratio, 'mount.cusum': mount.cusum,
+                          'mount.steps': mount.steps})
+        self.publish_health(msg.header, health, level, message, extra)
 
 
 def main(args: list[str] | None = None) -> None:

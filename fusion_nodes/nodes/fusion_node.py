@@ -407,7 +407,7 @@ class FusionBehaviour:
 
     def _without_errors(self, samples: dict[str, SensorSample | None]
                         ) -> dict[str, SensorSample | None]:
-        """samples with every sensor whose health says ERROR set missing (when enabled)."""
+        """samples with every sensor in ERROR (level or health) set missing, when enabled."""
         if not self.params['drop_sensor_on_error']:
             return samples
         kept = dict(samples)
@@ -415,7 +415,8 @@ class FusionBehaviour:
             if sample is None:
                 continue
             track = self.tracks[sensor]
-            track.in_error = sensor_in_error(sensor, sample.health)
+            # The level also carries checks over time that the health vector cannot (mounts).
+            track.in_error = sample.level >= ERROR or sensor_in_error(sensor, sample.health)
             if track.in_error:
                 kept[sensor] = None
                 track.dropped_on_error += 1

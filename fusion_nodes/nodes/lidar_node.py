@@ -8,14 +8,15 @@ from sensor_msgs.msg import Image, PointCloud2
 
 from fusion_nodes import conversions
 from fusion_nodes.core.align.signatures import scan_change_energy
-from fusion_nodes.core.assessment import assess_lidar
+from fusion_nodes.core.assessment import assess_lidar, assess_lidar_mount
 from fusion_nodes.core.config import BevGrid, PillarConfig, rotation_rpy
 from fusion_nodes.core.lidar import (
     LIDAR_HEALTH_FEATURES, lidar_points_to_base, LidarHealthConfig, LidarHealthTracker,
     pillarize)
+from fusion_nodes.core.lidar_mount import LidarMountMonitor
 from fusion_nodes.nodes.params import LIDAR_PARAMS
 from fusion_nodes.nodes.runner import run_node
-from fusion_nodes.nodes.sensor_node import RELIABLE_OUTPUT, SensorNode
+from fusion_nodes.nodes.sensor_node import ERROR, RELIABLE_OUTPUT, SensorNode
 
 
 class LidarNode(SensorNode):
@@ -38,6 +39,7 @@ class LidarNode(SensorNode):
         self._rotation = None if not any(rpy) else rotation_rpy(*rpy)
         self.tracker = LidarHealthTracker(LidarHealthConfig(
             expected_points=int(p['expected_points']), near_range=float(p['near_range'])))
+        self.mount_monitor = LidarMountMonitor(grid) if p['mount_check'] else None
         self._previous_occupancy: np.ndarray | None = None
         self.bev_pub = self.create_publisher(Image, 'lidar/bev', RELIABLE_OUTPUT)
         self.create_subscription(PointCloud2, 'lidar/points', self._on_cloud,
@@ -58,7 +60,15 @@ class LidarNode(SensorNode):
             np.ascontiguousarray(bev.transpose(1, 2, 0)), '32FC4', header=msg.header)
         self.bev_pub.publish(out)
         level, message = assess_lidar(health)
-        self.publish_health(msg.header, health, level, message, {'signature': signature})
+        extra = {'signature': signature}
+        if self.mount_monitor is not None:
+            # A frozen or empty scan would only feed the check a wrong match.
+            mount = (self.mount_monitor.update(conversions.stamp_to_ns(msg.header.stamp), bev[0])
+                     if level < ERROR else self.mount_monitor.state())
+            level, message = assess_lidar_mount(mount, level, message)
+            extra.update({'mount.heading_deg': mount.heading_deg,
+                          'mount.cusum_deg': mount.cusum_deg, 'mount.steps': mount.steps})
+        self.publish_health(msg.header, health, level, message, extra)
 
 
 def main(args: list[str] | None = None) -> None:

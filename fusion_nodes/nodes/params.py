@@ -22,6 +22,7 @@ CAMERA_PARAMS = {
     'sharpness_ref': 400.0,
     'frozen_diff': 0.25,
     'frozen_frames': 3,
+    'mount_check': True,
 }
 
 LIDAR_PARAMS = {
@@ -39,6 +40,7 @@ LIDAR_PARAMS = {
     'density_norm': 16.0,
     'expected_points': 24000,
     'near_range': 3.0,
+    'mount_check': True,
 }
 
 GPS_PARAMS = {
