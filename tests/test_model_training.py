@@ -8,9 +8,12 @@ import pytest
 import torch
 
 from fusion_nodes.model.export import write_model
-from fusion_nodes.model.predict import INPUT_KEYS, mask_sensors, predict, without_errors
+from fusion_nodes.model.features import camera_preprocess_config
+from fusion_nodes.model.predict import (
+    camera_mount_errors, INPUT_KEYS, lidar_mount_errors, mask_sensors, predict, without_errors)
 from fusion_nodes.model.train import (
     _recalibrate, healthy_novelty_ceiling, modality_dropout, train_model, TrainConfig)
+from tests.mount_scenes import occupancy, PILLARS, road_frame, scene
 
 
 def _batch(size: int) -> dict[str, torch.Tensor]:
@@ -97,6 +100,46 @@ def test_without_errors_drops_only_the_rows_and_sensors_in_error():
     assert (out['health'][0] == samples['health'][0]).all()
     for key, value in before.items():  # the input is not modified
         np.testing.assert_array_equal(samples[key], value)
+
+
+def test_without_errors_replays_the_lidar_mount_check_per_recording():
+    """A lidar turned 20 degrees is dropped once the check has seen it drive; a straight one
+    in the other recording, interleaved with it, is not."""
+    world = scene(4)
+    frames = 40
+    samples = _synthetic(2 * frames, seed=5)
+    samples['health'][:, 1] = (1.0, 1.0, 0.0, 0.02)
+    samples['recording'] = np.tile([0, 1], frames)
+    samples['capture_ns'] = np.repeat(np.arange(frames) * 100_000_000, 2).astype(np.int64)
+    for k in range(2 * frames):
+        turned = 20.0 if samples['recording'][k] == 1 else 0.0
+        samples['lidar'][k, 0] = occupancy(world, 8.0 * (k // 2) / 10.0, mount_yaw_deg=turned)
+    errors = lidar_mount_errors(samples, PILLARS.grid)
+    assert not errors[samples['recording'] == 0].any()
+    assert errors[samples['recording'] == 1][-10:].all()
+    out = without_errors(samples, lidar_grid=PILLARS.grid)
+    np.testing.assert_array_equal(out['available'][:, 1], (~errors).astype(np.float32))
+    assert (out['lidar'][errors] == 0).all()
+    assert without_errors(samples)['available'][:, 1].all()
+
+
+def test_without_errors_replays_the_camera_mount_check_per_recording():
+    """An upside-down camera is dropped once it has been seen driving; an upright one in
+    the other recording is not."""
+    frames = 30
+    camera_input = camera_preprocess_config()
+    samples = _synthetic(2 * frames, seed=6)
+    samples['health'][:, 0] = (0.5, 0.4, 0.9, 0.0)
+    samples['recording'] = np.repeat([0, 1], frames)
+    samples['capture_ns'] = np.tile(np.arange(frames) * 100_000_000, 2).astype(np.int64)
+    for k in range(2 * frames):
+        grey = road_frame(0.1 * (k % frames), upside_down=bool(k >= frames))
+        mean, std = camera_input.mean[0], camera_input.std[0]
+        samples['camera'][k] = (grey - mean) / std
+    errors = camera_mount_errors(samples, camera_input)
+    assert not errors[:frames].any() and errors[-10:].all()
+    out = without_errors(samples, camera_input=camera_input)
+    np.testing.assert_array_equal(out['available'][:, 0], (~errors).astype(np.float32))
 
 
 def test_absent_code_training_builds_and_learns_the_codes():

@@ -1,8 +1,9 @@
 """fusion-eval: gated fusion against single modalities, ungated and late fusion, per scenario.
 
 Every method runs on the same test samples (the test seeds of each catalogue scenario):
-- gated: the product: the shipped model, with a sensor whose own health says ERROR fused as
-  missing (fusion_node's drop_sensor_on_error); its gates are the published ones (0 there);
+- gated: the product: the shipped model, with a sensor whose own node says ERROR (its health,
+  or the camera's and lidar's mount checks) fused as missing (fusion_node's
+  drop_sensor_on_error); its gates are the published ones (0 there);
 - camera only / lidar only: the shipped model with the other sensors missing (zero input,
   availability 0), i.e. what it does from that sensor alone;
 - ungated: the same architecture trained the same way but with every gate pinned to the
@@ -26,9 +27,11 @@ import torch
 from fusion_nodes.core.config import NS_PER_S, SEMANTIC_CLASSES, SENSORS
 from fusion_nodes.model import dataset
 from fusion_nodes.model.export import file_sha256, json_finite
+from fusion_nodes.model.features import camera_preprocess_config
 from fusion_nodes.model.metrics import confusion, gate_means, mean_iou, object_hits, rmse
 from fusion_nodes.model.network import build_model, GatedFusionNet
 from fusion_nodes.model.predict import predict, without_errors
+from fusion_nodes.nodes.params import CAMERA_PARAMS, LIDAR_PARAMS
 from fusion_nodes.sim.scenario import load_scenario
 
 METHODS = ('gated', 'camera_only', 'lidar_only', 'ungated', 'gates_open', 'late_fusion')
@@ -68,7 +71,8 @@ def _scores(bev_pred: np.ndarray, ego_pred: np.ndarray, samples: dict) -> dict[s
 def evaluate_scenario(gated: GatedFusionNet, ungated: GatedFusionNet,
                       samples: dict[str, np.ndarray]) -> dict:
     """Scores of every method, gate statistics and the gate timeline of one scenario."""
-    product = predict(gated, without_errors(samples))
+    product = predict(gated, without_errors(samples, lidar_grid=gated.grid,
+                                            camera_input=camera_preprocess_config()))
     full = predict(gated, samples)
     runs = {
         'gated': (product['bev'], product['ego']),
@@ -118,7 +122,13 @@ def evaluate_bag(model: GatedFusionNet, bag: Path, camera_stride: int = 1,
     from fusion_nodes.model.bag_samples import extract_bag_samples, PairingConfig
     samples = extract_bag_samples(Path(bag), PairingConfig(camera_stride=camera_stride),
                                   node_params=node_params)
-    out = predict(model, without_errors(samples))
+    given = node_params or {}
+    camera_params = {**CAMERA_PARAMS, **given.get('camera_node', {})}
+    lidar_params = {**LIDAR_PARAMS, **given.get('lidar_node', {})}
+    out = predict(model, without_errors(
+        samples, lidar_grid=model.grid if lidar_params['mount_check'] else None,
+        camera_input=(camera_preprocess_config(camera_params) if camera_params['mount_check']
+                      else None)))
     in_failure = samples['failed'].any(axis=1)
 
     def miou(mask: np.ndarray) -> float:

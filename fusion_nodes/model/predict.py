@@ -1,12 +1,18 @@
 """Batched torch inference over cached samples, for validation and evaluation."""
 
+from typing import Callable
+
 import numpy as np
 import torch
 
-from fusion_nodes.core.assessment import sensors_in_error
-from fusion_nodes.core.config import SENSORS
+from fusion_nodes.core.assessment import sensor_in_error, sensors_in_error
+from fusion_nodes.core.camera import grey_from_network_input
+from fusion_nodes.core.camera_mount import CameraMountConfig, CameraMountMonitor
+from fusion_nodes.core.config import BevGrid, CameraPreprocessConfig, SENSORS
+from fusion_nodes.core.lidar_mount import LidarMountConfig, LidarMountMonitor
 from fusion_nodes.model.network import GatedFusionNet
 
+MountMonitor = CameraMountMonitor | LidarMountMonitor
 INPUT_KEYS = ('camera', 'lidar', 'gps', 'health', 'available')
 _SENSOR_INPUTS = {'camera': 'camera', 'lidar': 'lidar', 'gps': 'gps'}
 
@@ -29,13 +35,67 @@ def mask_sensors(batch: dict[str, torch.Tensor], keep: tuple[str, ...]) -> dict[
     return out
 
 
-def without_errors(samples: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """samples with each sensor whose health says ERROR made missing, row by row.
+def _replay_mount_check(samples: dict[str, np.ndarray], sensor: str,
+                        new_monitor: Callable[[], MountMonitor],
+                        frame_of: Callable[[int], np.ndarray]) -> np.ndarray:
+    """Bool (n,): a sensor node's mount check in ERROR at each sample.
+
+    Replayed recording by recording in capture order, as the node feeds its messages: each
+    sample's input at its capture time, skipping samples without the sensor, with its health
+    in ERROR, or repeating the previous sample's input (two camera frames paired with one
+    scan). frame_of(row) is what the node feeds its monitor for that row.
+    """
+    k_sensor = SENSORS.index(sensor)
+    key = _SENSOR_INPUTS[sensor]
+    n = samples['capture_ns'].shape[0]
+    recordings = samples.get('recording', np.zeros(n, dtype=np.int64))
+    out = np.zeros(n, dtype=bool)
+    for recording in np.unique(recordings):
+        rows = np.flatnonzero(recordings == recording)
+        rows = rows[np.argsort(samples['capture_ns'][rows], kind='stable')]
+        monitor = new_monitor()
+        previous = None
+        for k in rows:
+            usable = (samples['available'][k, k_sensor] > 0
+                      and not sensor_in_error(sensor, samples['health'][k, k_sensor]))
+            repeat = previous is not None and np.array_equal(previous, samples[key][k])
+            state = (monitor.update(int(samples['capture_ns'][k]), frame_of(k))
+                     if usable and not repeat else monitor.state())
+            previous = samples[key][k]
+            out[k] = state.in_error
+    return out
+
+
+def lidar_mount_errors(samples: dict[str, np.ndarray], grid: BevGrid,
+                       cfg: LidarMountConfig = LidarMountConfig()) -> np.ndarray:
+    """Bool (n,): lidar_node's mount check (lidar_mount) in ERROR at each sample."""
+    return _replay_mount_check(samples, 'lidar', lambda: LidarMountMonitor(grid, cfg),
+                               lambda k: samples['lidar'][k, 0])
+
+
+def camera_mount_errors(samples: dict[str, np.ndarray], camera_input: CameraPreprocessConfig,
+                        cfg: CameraMountConfig = CameraMountConfig()) -> np.ndarray:
+    """Bool (n,): camera_node's mount check (camera_mount) in ERROR at each sample."""
+    return _replay_mount_check(
+        samples, 'camera', lambda: CameraMountMonitor(cfg),
+        lambda k: grey_from_network_input(samples['camera'][k], camera_input))
+
+
+def without_errors(samples: dict[str, np.ndarray], lidar_grid: BevGrid | None = None,
+                   camera_input: CameraPreprocessConfig | None = None
+                   ) -> dict[str, np.ndarray]:
+    """samples with each sensor in ERROR made missing, row by row.
 
     What fusion_node does with drop_sensor_on_error (the shipped setting), so offline figures
-    of the product match the live node's.
+    of the product match the live node's. ERROR comes from each row's health and from the
+    nodes' mount checks over the rows before it: the lidar's given its grid (lidar_grid), the
+    camera's given its input normalisation (camera_input).
     """
     error = sensors_in_error(samples['health'])
+    if lidar_grid is not None:
+        error[:, SENSORS.index('lidar')] |= lidar_mount_errors(samples, lidar_grid)
+    if camera_input is not None:
+        error[:, SENSORS.index('camera')] |= camera_mount_errors(samples, camera_input)
     if not error.any():
         return samples
     out = dict(samples)
