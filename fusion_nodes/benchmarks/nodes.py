@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import rclpy
+from rclpy.parameter import Parameter
 from sensor_msgs.msg import NavSatFix
 
 from fusion_nodes.core.geodesy import EnuFrame
@@ -18,10 +19,14 @@ from fusion_nodes.tools.load_publisher import make_cloud_template, make_image_te
 ROUNDS = 200
 
 
-def _time_node(node, messages) -> np.ndarray:
+def _time_node(node, messages, period_ns: int | None) -> np.ndarray:
+    """Per-message ms. With period_ns, stamps advance by it as a live sensor's do (the mount
+    checks compare each message with older ones and restart when time steps back)."""
     times = []
     for k in range(ROUNDS):
         msg = messages[k % len(messages)]
+        if period_ns is not None:
+            msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(k * period_ns, 10 ** 9)
         start = time.perf_counter()
         node._process(msg)
         times.append((time.perf_counter() - start) * 1e3)
@@ -61,19 +66,20 @@ def run() -> None:
     try:
         images = [make_image_template(640, 480, seed) for seed in range(4)]
         clouds = [make_cloud_template(100_000, seed) for seed in range(2)]
-        for k, msg in enumerate(images + clouds):
-            msg.header.stamp.sec = k
+        no_mount_check = [Parameter('mount_check', value=False)]
         cases = (
-            ('camera_node (640x480 rgb8)', CameraNode, images),
-            ('lidar_node (100k points)', LidarNode, clouds),
-            ('gps_node (NavSatFix)', GpsNode, _fixes()),
+            ('camera_node (640x480 rgb8)', CameraNode, images, 33_333_333, []),
+            ('  without mount_check', CameraNode, images, 33_333_333, no_mount_check),
+            ('lidar_node (100k points)', LidarNode, clouds, 100_000_000, []),
+            ('  without mount_check', LidarNode, clouds, 100_000_000, no_mount_check),
+            ('gps_node (NavSatFix)', GpsNode, _fixes(), None, []),
         )
         print(f'{"node":<30} {"p50 ms":>8} {"p99 ms":>8} {"copy floor ms":>14} {"x floor":>8}')
-        for label, node_class, messages in cases:
-            node = node_class(context=context)
+        for label, node_class, messages, period_ns, overrides in cases:
+            node = node_class(context=context, parameter_overrides=overrides)
             try:
-                _time_node(node, messages[:2])  # warm caches and lazy imports
-                times = _time_node(node, messages)
+                _time_node(node, messages[:2], period_ns)  # warm caches and lazy imports
+                times = _time_node(node, messages, period_ns)
             finally:
                 node.destroy_node()
             floor = _copy_floor(messages) if hasattr(messages[0], 'data') else float('nan')
