@@ -1,8 +1,12 @@
-"""fusion-eval's acceptance logic, table and plot on hand-made results."""
+"""fusion-eval's acceptance logic, table, plot and product samples, on hand-made inputs."""
+
+from types import SimpleNamespace
 
 import numpy as np
 
-from fusion_nodes.model.evaluate import acceptance, markdown, METHODS, plot_timelines
+from fusion_nodes.model.evaluate import (
+    acceptance, markdown, METHODS, plot_timelines, product_samples)
+from tests.mount_scenes import occupancy, PILLARS, scene
 
 
 def _result(miou: dict, failed: dict, gates: dict) -> dict:
@@ -102,3 +106,29 @@ def test_gates_are_judged_per_single_failure_scenario_and_pooled():
     # A healthy sensor's gate sagging in a single-failure scenario fails that scenario.
     results['camera_blackout']['gates']['lidar']['healthy'] = 0.7
     assert not acceptance(results)['gates_single_failure']['pass']
+
+
+def test_product_samples_follow_each_nodes_mount_check_parameter():
+    """A lidar turned on its mount is dropped as lidar_node would, unless its params turn
+    the check off; the camera's own switch leaves the lidar alone."""
+    world = scene(7)
+    frames = 40
+    samples = {
+        'camera': np.zeros((frames, 3, 96, 128), np.float32),
+        'lidar': np.zeros((frames, 4, 64, 64), np.float32),
+        'gps': np.zeros((frames, 8), np.float32),
+        'health': np.tile(np.array([[0.5, 0.4, 0.9, 0.0], [1.0, 1.0, 0.0, 0.02],
+                                    [1.0, 0.1, 0.0, 0.1]], np.float32), (frames, 1, 1)),
+        'available': np.ones((frames, 3), np.float32),
+        'capture_ns': (np.arange(frames) * 100_000_000).astype(np.int64),
+    }
+    for k in range(frames):
+        samples['lidar'][k, 0] = occupancy(world, 0.8 * k, mount_yaw_deg=20.0)
+    model = SimpleNamespace(grid=PILLARS.grid)
+    dropped = product_samples(samples, model)['available'][:, 1]
+    assert dropped[-10:].sum() == 0 and dropped[:5].all()
+    off = {'lidar_node': {'mount_check': False}}
+    assert product_samples(samples, model, off)['available'][:, 1].all()
+    camera_off = {'camera_node': {'mount_check': False}}
+    np.testing.assert_array_equal(
+        product_samples(samples, model, camera_off)['available'][:, 1], dropped)

@@ -68,11 +68,23 @@ def _scores(bev_pred: np.ndarray, ego_pred: np.ndarray, samples: dict) -> dict[s
             'ego_rmse': rmse(ego_pred, samples['ego'])}
 
 
+def product_samples(samples: dict[str, np.ndarray], model: GatedFusionNet,
+                    node_params: dict | None = None) -> dict[str, np.ndarray]:
+    """samples with every sensor its node puts in ERROR made missing, mount checks included
+    where the nodes' parameters (defaults, or node_params over them) turn them on."""
+    given = node_params or {}
+    camera_params = {**CAMERA_PARAMS, **given.get('camera_node', {})}
+    lidar_params = {**LIDAR_PARAMS, **given.get('lidar_node', {})}
+    return without_errors(
+        samples, lidar_grid=model.grid if lidar_params['mount_check'] else None,
+        camera_input=(camera_preprocess_config(camera_params) if camera_params['mount_check']
+                      else None))
+
+
 def evaluate_scenario(gated: GatedFusionNet, ungated: GatedFusionNet,
                       samples: dict[str, np.ndarray]) -> dict:
     """Scores of every method, gate statistics and the gate timeline of one scenario."""
-    product = predict(gated, without_errors(samples, lidar_grid=gated.grid,
-                                            camera_input=camera_preprocess_config()))
+    product = predict(gated, product_samples(samples, gated))
     full = predict(gated, samples)
     runs = {
         'gated': (product['bev'], product['ego']),
@@ -122,13 +134,7 @@ def evaluate_bag(model: GatedFusionNet, bag: Path, camera_stride: int = 1,
     from fusion_nodes.model.bag_samples import extract_bag_samples, PairingConfig
     samples = extract_bag_samples(Path(bag), PairingConfig(camera_stride=camera_stride),
                                   node_params=node_params)
-    given = node_params or {}
-    camera_params = {**CAMERA_PARAMS, **given.get('camera_node', {})}
-    lidar_params = {**LIDAR_PARAMS, **given.get('lidar_node', {})}
-    out = predict(model, without_errors(
-        samples, lidar_grid=model.grid if lidar_params['mount_check'] else None,
-        camera_input=(camera_preprocess_config(camera_params) if camera_params['mount_check']
-                      else None)))
+    out = predict(model, product_samples(samples, model, node_params))
     in_failure = samples['failed'].any(axis=1)
 
     def miou(mask: np.ndarray) -> float:
