@@ -219,14 +219,18 @@ def test_lidar_node_publishes_pillars_of_any_layout(graph):
     assert spin_until(executor, lambda: lidar.rejections.total == 1, 5.0)
 
 
-@pytest.mark.parametrize('mount_yaw_deg, check, expected', [
-    (20.0, True, ERROR), (0.0, True, OK), (20.0, False, OK)])
-def test_lidar_node_puts_a_turned_lidar_in_error(rclpy_session, mount_yaw_deg, check, expected):
+@pytest.mark.parametrize('mount_yaw_deg, extrinsic_yaw_deg, check, expected', [
+    (20.0, 0.0, True, ERROR), (0.0, 0.0, True, OK), (20.0, 0.0, False, OK),
+    (20.0, -20.0, True, OK)])
+def test_lidar_node_puts_a_turned_lidar_in_error(rclpy_session, mount_yaw_deg,
+                                                 extrinsic_yaw_deg, check, expected):
     """Three seconds at 8 m/s past poles: a lidar turned 20 degrees on its mount goes to
-    ERROR with its heading in the message, unless mount_check is off."""
+    ERROR with its heading in the message, unless mount_check is off or the extrinsic says
+    how it is turned (the check works in base_link)."""
     world = scene(5)
-    node = LidarNode(parameter_overrides=[Parameter('mount_check', value=check),
-                                          Parameter('expected_points', value=len(world))])
+    node = LidarNode(parameter_overrides=[
+        Parameter('mount_check', value=check), Parameter('expected_points', value=len(world)),
+        Parameter('extrinsic_rpy', value=[0.0, 0.0, float(np.radians(extrinsic_yaw_deg))])])
     published = []
     node.publish_health = lambda header, health, level, message, extra: published.append(
         (level, message, extra))
