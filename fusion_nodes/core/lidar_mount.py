@@ -93,8 +93,8 @@ def _subsample(minus: float, centre: float, plus: float) -> float:
 class ScanRegistration:
     """Yaw-and-shift registration of two occupancy grids of one BevGrid (phase correlation).
 
-    Written on numpy's FFT: cv2.phaseCorrelate returned different peaks for equal inputs
-    in this OpenCV build (measured), which a health check cannot live with.
+    Written on cv2.dft, not cv2.phaseCorrelate: that returned different peaks for equal
+    inputs in this OpenCV build (measured), which a health check cannot live with.
     """
 
     def __init__(self, grid: BevGrid, cfg: LidarMountConfig) -> None:
@@ -106,7 +106,13 @@ class ScanRegistration:
         self._size = (cols, rows)
         steps = int(round(cfg.yaw_search_deg / cfg.yaw_step_deg))
         self._angles = np.arange(-steps, steps + 1) * cfg.yaw_step_deg
-        self._window = np.outer(np.hanning(rows), np.hanning(cols))
+        self._window = np.outer(np.hanning(rows), np.hanning(cols)).astype(np.float32)
+
+    def _whitened(self, grid: np.ndarray) -> np.ndarray:
+        """The windowed grid's spectrum with every magnitude set to 1 (phase only)."""
+        spectrum = cv2.dft(grid * self._window, flags=cv2.DFT_COMPLEX_OUTPUT)
+        magnitude = cv2.magnitude(spectrum[..., 0], spectrum[..., 1])
+        return spectrum / np.maximum(magnitude, 1e-9)[..., None]
 
     def __call__(self, previous: np.ndarray, current: np.ndarray) -> ScanMotion:
         previous = np.asarray(previous, dtype=np.float32)
@@ -114,24 +120,22 @@ class ScanRegistration:
         if previous.shape != current.shape or previous.shape != self._size[::-1]:
             raise ValueError(f'occupancy grids must both be {self._size[::-1]}, got '
                              f'{previous.shape} and {current.shape}')
-        turned = np.stack([
-            cv2.warpAffine(previous, cv2.getRotationMatrix2D(self._origin, float(a), 1.0),
-                           self._size, flags=cv2.INTER_LINEAR)
-            for a in self._angles])
-        # float64: numpy's float32 FFT measured slower here.
-        spectra = np.fft.rfft2(turned * self._window)
-        target = np.fft.rfft2(current * self._window)
-        cross = target[None] * np.conj(spectra)
-        cross /= np.maximum(np.abs(cross), 1e-9)
-        surfaces = np.fft.irfft2(cross, s=current.shape)
-        peaks = surfaces.reshape(len(self._angles), -1).max(axis=1)
+        target = self._whitened(current)
+        peaks = np.empty(len(self._angles))
+        surfaces = []
+        for k, angle in enumerate(self._angles):
+            rotation = cv2.getRotationMatrix2D(self._origin, float(angle), 1.0)
+            turned = cv2.warpAffine(previous, rotation, self._size, flags=cv2.INTER_LINEAR)
+            cross = cv2.mulSpectrums(target, self._whitened(turned), 0, conjB=True)
+            surfaces.append(cv2.idft(cross, flags=cv2.DFT_REAL_OUTPUT | cv2.DFT_SCALE))
+            peaks[k] = cv2.minMaxLoc(surfaces[-1])[1]
         best = int(np.argmax(peaks))
         angle = float(self._angles[best])
         edge = best in (0, len(self._angles) - 1)
         if not edge:
             angle += _subsample(peaks[best - 1], peaks[best], peaks[best + 1]) * (
                 self._angles[1] - self._angles[0])
-        surface = surfaces[best]
+        surface = surfaces[best].astype(np.float64)
         rows, cols = surface.shape
         i, j = np.unravel_index(int(np.argmax(surface)), surface.shape)
         di = i + _subsample(surface[(i - 1) % rows, j], surface[i, j], surface[(i + 1) % rows, j])
