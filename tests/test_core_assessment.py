@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 
 from fusion_nodes.core.assessment import (
-    assess_camera, assess_gps, assess_lidar, assess_lidar_mount, HEALTH_FEATURES,
-    sensor_in_error, sensors_in_error)
+    assess_camera, assess_camera_mount, assess_gps, assess_lidar, assess_lidar_mount,
+    HEALTH_FEATURES, sensor_in_error, sensors_in_error)
 from fusion_nodes.core.camera import CAMERA_HEALTH_FEATURES
+from fusion_nodes.core.camera_mount import CameraMountState
 from fusion_nodes.core.gps import GpsSample
 from fusion_nodes.core.lidar_mount import LidarMountState
 from fusion_nodes.core.watchdog import ERROR, OK, WARN
@@ -81,3 +82,12 @@ def test_a_turned_lidar_mount_raises_the_lidar_to_error_with_its_heading():
     assert assess_lidar_mount(straight, WARN, 'sparse scan') == (WARN, 'sparse scan')
     # An ERROR of the scan itself keeps its own message.
     assert assess_lidar_mount(turned, ERROR, 'dropout') == (ERROR, 'dropout')
+
+
+def test_an_upside_down_camera_goes_to_error_unless_its_frame_already_is():
+    upside_down = CameraMountState(in_error=True, cusum=12.0, log_ratio=-3.1, steps=20)
+    level, message = assess_camera_mount(upside_down, OK, 'ok')
+    assert level == ERROR and message.startswith('upside down')
+    upright = CameraMountState(in_error=False, cusum=0.0, log_ratio=3.0, steps=20)
+    assert assess_camera_mount(upright, WARN, 'blurred') == (WARN, 'blurred')
+    assert assess_camera_mount(upside_down, ERROR, 'frozen') == (ERROR, 'frozen')
