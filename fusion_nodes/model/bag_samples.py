@@ -17,7 +17,7 @@ import numpy as np
 from fusion_nodes import conversions
 from fusion_nodes.core.config import BevGrid, SENSORS
 from fusion_nodes.model.features import CameraExtractor, GpsExtractor, LidarExtractor
-from fusion_nodes.nodes.params import CAMERA_PARAMS, FUSION_PARAMS, GPS_PARAMS, LIDAR_PARAMS
+from fusion_nodes.nodes.params import FUSION_PARAMS, sensor_params_in_force
 
 CAMERA_TOPICS = ('/camera/image_raw', '/camera/image_raw/compressed')
 LIDAR_TOPIC = '/lidar/points'
@@ -117,10 +117,9 @@ def extract_bag_samples(bag_path: Path, pairing: PairingConfig = PairingConfig()
     from rosbags.highlevel import AnyReader
     from rosbags.typesys import get_typestore, Stores
 
-    given = node_params or {}
-    camera = CameraExtractor({**CAMERA_PARAMS, **given.get('camera_node', {})})
-    lidar = LidarExtractor({**LIDAR_PARAMS, **given.get('lidar_node', {})})
-    gps = GpsExtractor({**GPS_PARAMS, **given.get('gps_node', {})})
+    camera = CameraExtractor(sensor_params_in_force('camera_node', node_params))
+    lidar = LidarExtractor(sensor_params_in_force('lidar_node', node_params))
+    gps = GpsExtractor(sensor_params_in_force('gps_node', node_params))
     streams = {'camera': _Stream(), 'lidar': _Stream(), 'gps': _Stream()}
     camera_topic = None
     camera_count = 0

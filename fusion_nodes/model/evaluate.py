@@ -31,7 +31,7 @@ from fusion_nodes.model.features import camera_preprocess_config
 from fusion_nodes.model.metrics import confusion, gate_means, mean_iou, object_hits, rmse
 from fusion_nodes.model.network import build_model, GatedFusionNet
 from fusion_nodes.model.predict import predict, without_errors
-from fusion_nodes.nodes.params import CAMERA_PARAMS, LIDAR_PARAMS
+from fusion_nodes.nodes.params import sensor_params_in_force
 from fusion_nodes.sim.scenario import load_scenario
 
 METHODS = ('gated', 'camera_only', 'lidar_only', 'ungated', 'gates_open', 'late_fusion')
@@ -72,9 +72,8 @@ def product_samples(samples: dict[str, np.ndarray], model: GatedFusionNet,
                     node_params: dict | None = None) -> dict[str, np.ndarray]:
     """samples with every sensor its node puts in ERROR made missing, mount checks included
     where the nodes' parameters (defaults, or node_params over them) turn them on."""
-    given = node_params or {}
-    camera_params = {**CAMERA_PARAMS, **given.get('camera_node', {})}
-    lidar_params = {**LIDAR_PARAMS, **given.get('lidar_node', {})}
+    camera_params = sensor_params_in_force('camera_node', node_params)
+    lidar_params = sensor_params_in_force('lidar_node', node_params)
     return without_errors(
         samples, lidar_grid=model.grid if lidar_params['mount_check'] else None,
         camera_input=(camera_preprocess_config(camera_params) if camera_params['mount_check']

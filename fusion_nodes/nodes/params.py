@@ -5,6 +5,8 @@ its table with declare_all() and turns the values into the core's frozen datacla
 __post_init__ checks reject bad values at startup with a clear error.
 """
 
+from typing import Mapping
+
 from rclpy.node import Node
 
 COMMON_PARAMS = {
@@ -84,6 +86,18 @@ FUSION_PARAMS = {
     'base_frame': 'base_link',
     'odom_frame': 'odom',
 }
+
+
+SENSOR_NODE_PARAMS = {'camera_node': CAMERA_PARAMS, 'lidar_node': LIDAR_PARAMS,
+                      'gps_node': GPS_PARAMS}
+
+
+def sensor_params_in_force(node_name: str,
+                           overrides: Mapping[str, Mapping[str, object]] | None = None
+                           ) -> dict[str, object]:
+    """A sensor node's parameters as a robot's file sets them: its defaults, with
+    overrides[node_name] ({'lidar_node': {...}, ...}, as merged_parameters gives) over them."""
+    return {**SENSOR_NODE_PARAMS[node_name], **(overrides or {}).get(node_name, {})}
 
 
 def declare_all(node: Node, table: dict[str, object]) -> dict[str, object]:
