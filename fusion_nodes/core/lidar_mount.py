@@ -176,14 +176,12 @@ class LidarMountMonitor:
         self._high = 0.0
         self._low = 0.0
         self.steps = 0
-        self.last_motion: ScanMotion | None = None
 
     def reset(self) -> None:
         self._history.clear()
         self._headings.clear()
         self._high = self._low = 0.0
         self.steps = 0
-        self.last_motion = None
 
     def state(self) -> LidarMountState:
         heading = float(np.median(self._headings)) if self._headings else 0.0
@@ -203,7 +201,6 @@ class LidarMountMonitor:
             self._history.popleft()
         if reference is not None:
             motion = self._register(reference, occupancy)
-            self.last_motion = motion
             if self._counts(motion):
                 self._accumulate(motion.heading_deg)
         return self.state()
