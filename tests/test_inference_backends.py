@@ -222,6 +222,63 @@ def test_torch_default_factory_runs_the_real_network_like_ort(tmp_path):
         assert float(np.max(np.abs(got[name] - expected[name]))) <= 1e-4, name
 
 
+def _cuda_available() -> bool:
+    import torch
+    return torch.cuda.is_available()
+
+
+def test_torch_puts_the_process_wide_tf32_switches_back(tiny):
+    import torch
+    from fusion_nodes.inference import torch_backend
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+        with torch_backend._cuda_float32_math(False):
+            assert not torch.backends.cudnn.allow_tf32
+            assert not torch.backends.cuda.matmul.allow_tf32
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+@pytest.mark.skipif(not _cuda_available(), reason='needs a CUDA GPU (run on a lent device)')
+@pytest.mark.parametrize('use_cuda_graph', [True, False])
+def test_torch_cuda_matches_cpu_on_each_new_input(tiny, use_cuda_graph):
+    """Each call's own inputs, in float32: a graph replaying stale buffers would fail."""
+    feeds = [fixed_feed(seed) for seed in (0, 1, 2, 1, 0)]
+    with make_backend('torch', tiny, model_factory=tiny_factory, device='cpu') as cpu:
+        expected = [{k: v.copy() for k, v in cpu.infer(feed).items()} for feed in feeds]
+    with make_backend('torch', tiny, model_factory=tiny_factory, device='cuda',
+                      use_cuda_graph=use_cuda_graph) as cuda:
+        assert (cuda._graph is not None) == use_cuda_graph
+        for feed, want in zip(feeds, expected):
+            got = cuda.infer(feed)
+            for name in want:
+                diff = float(np.max(np.abs(got[name] - want[name])))
+                assert diff <= 1e-4, f'{name}: max abs diff {diff}'
+
+
+@pytest.mark.skipif(not _cuda_available(), reason='needs a CUDA GPU (run on a lent device)')
+@pytest.mark.parametrize('use_cuda_graph', [True, False])
+def test_torch_cuda_memory_does_not_grow_over_lifecycle_cycles(tiny, use_cuda_graph):
+    """The first cycle may leave cuBLAS's per-stream workspace; later cycles leave nothing."""
+    import torch
+
+    def cycle() -> tuple[int, int]:
+        backend = make_backend('torch', tiny, model_factory=tiny_factory, device='cuda',
+                               use_cuda_graph=use_cuda_graph)
+        with backend:
+            backend.infer(fixed_feed(0))
+            active = torch.cuda.memory_allocated()
+        return active, torch.cuda.memory_allocated()
+    cycle()
+    settled = torch.cuda.memory_allocated()
+    for _ in range(3):
+        active, after = cycle()
+        assert active > settled
+        assert after == settled
+
+
 def test_ort_io_binding_takes_non_contiguous_inputs(tmp_path):
     path = _identity_bundle(tmp_path, [X], [X], [Y])
     wide = np.arange(8, dtype=np.float32).reshape(1, 8)
