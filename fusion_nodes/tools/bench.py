@@ -10,6 +10,7 @@ BENCHMARKS = (
     'fusion_nodes.benchmarks.generator',
     'fusion_nodes.benchmarks.alignment',
     'fusion_nodes.benchmarks.inference',
+    'fusion_nodes.benchmarks.gpu',
     'fusion_nodes.benchmarks.end_to_end',
 )
 

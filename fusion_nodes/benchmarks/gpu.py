@@ -1,0 +1,261 @@
+"""The torch CUDA path on a GPU: accuracy against float64, latency against the CPU runtimes.
+
+Where CUDA is present this checks the shipped model's torch backend on the GPU (CUDA graph
+and eager, full float32 and TF32) against the same network in float64 on the CPU, over
+several input sets in turn, so a graph that replayed stale inputs would fail: random ones
+and, where rosbags is installed or given `--feeds` (written by `--save-feeds`), demo-bag
+frames as the sensor nodes preprocess them. The network cast to float16 stands in for a
+TensorRT fp16 engine, which cannot be built here, to show what half precision does to the
+class map and the gates. Then it times one frame per infer() call, host arrays in and out as
+fusion_node calls it, beside ONNX Runtime and torch on the CPU in the same run; CUDA events
+time the graph replay alone, so the host-device copies show as the difference. Elsewhere it
+says there is no GPU and times nothing. `--json PATH` writes every figure.
+"""
+
+import argparse
+from contextlib import ExitStack
+import importlib.util
+import json
+import os
+from pathlib import Path
+import platform
+import sys
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from fusion_nodes.benchmarks.inference import fixed_feed, MODEL, time_in_turns
+from fusion_nodes.inference.metadata import load_metadata, ModelMetadata
+from fusion_nodes.inference.onnxruntime_backend import cpu_threads
+from fusion_nodes.inference.registry import make_backend
+from fusion_nodes.model.export import json_finite
+
+FEEDS = 6
+DEMO_BAG = MODEL.parents[1] / 'bags' / 'demo'
+DEMO_OVERLAY = MODEL.parents[1] / 'config' / 'demo_bag.yaml'
+DEMO_FRAMES = 24
+FRAMES = 300
+EVENT_REPLAYS = 200
+
+
+def environment() -> dict[str, Any]:
+    """Versions and the device, as this process sees them."""
+    import onnxruntime
+    import torch
+    info: dict[str, Any] = {
+        'python': platform.python_version(), 'torch': torch.__version__,
+        'torch_cuda': torch.version.cuda, 'cudnn': torch.backends.cudnn.version(),
+        'onnxruntime': onnxruntime.__version__,
+        'onnxruntime_providers': onnxruntime.get_available_providers(),
+        'tensorrt_importable': importlib.util.find_spec('tensorrt') is not None,
+        'cpu_cores': os.cpu_count(), 'cuda_available': torch.cuda.is_available()}
+    if info['cuda_available']:
+        properties = torch.cuda.get_device_properties(0)
+        info.update(device=properties.name, capability=f'{properties.major}.{properties.minor}',
+                    multiprocessors=properties.multi_processor_count,
+                    memory_gib=round(properties.total_memory / 2**30, 1))
+    return info
+
+
+def demo_bag_inputs() -> dict[str, np.ndarray]:
+    """DEMO_FRAMES camera frames of the demo bag, spread evenly, as the model's inputs."""
+    import yaml
+    from fusion_nodes.model.bag_samples import extract_bag_samples
+    from fusion_nodes.model.predict import INPUT_KEYS
+    overlay = yaml.safe_load(DEMO_OVERLAY.read_text())
+    params = {node: section['ros__parameters'] for node, section in overlay.items()}
+    samples = extract_bag_samples(DEMO_BAG, node_params=params)
+    rows = np.linspace(0, len(samples['camera']) - 1, DEMO_FRAMES).round().astype(int)
+    return {key: samples[key][rows] for key in INPUT_KEYS}
+
+
+def split_feeds(arrays: Any, metadata: ModelMetadata) -> list[dict[str, np.ndarray]]:
+    """One feed per row of batched inputs (a dict or an npz), checked against the metadata."""
+    names = [spec['name'] for spec in metadata.inputs]
+    missing = [name for name in names if name not in arrays]
+    if missing:
+        raise ValueError(f'the saved inputs lack {missing}')
+    rows = len(arrays[names[0]])
+    return [{spec['name']: np.ascontiguousarray(arrays[spec['name']][row:row + 1],
+                                                dtype=spec['dtype'])
+             for spec in metadata.inputs} for row in range(rows)]
+
+
+def network_in(metadata: ModelMetadata, dtype: Any, device: str) -> Any:
+    """infer(feed) for the shipped network with its weights, cast to dtype on device."""
+    import torch
+    from fusion_nodes.inference.torch_backend import default_factory
+    model = default_factory(metadata)
+    model.load_state_dict(torch.load(metadata.torch_weights_path, map_location='cpu',
+                                     weights_only=True))
+    model = model.to(device=device, dtype=dtype).eval()
+    names = [spec['name'] for spec in metadata.outputs]
+
+    def infer(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with torch.inference_mode():
+            outputs = model(*(torch.from_numpy(feed[spec['name']]).to(device, dtype)
+                              for spec in metadata.inputs))
+        if isinstance(outputs, dict):
+            outputs = [outputs[name] for name in names]
+        return {name: tensor.double().cpu().numpy() for name, tensor in zip(names, outputs)}
+    return infer
+
+
+def errors(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> dict[str, float]:
+    """Worst max-abs and relative-norm error over the outputs (inf where any output is not
+    finite), and BEV argmax disagreement."""
+    finite = bool(all(np.isfinite(got[k]).all() for k in want))
+    max_abs = max(float(np.abs(got[k] - want[k]).max()) for k in want) if finite else np.inf
+    relative = max(float(np.linalg.norm(got[k] - want[k]) / max(np.linalg.norm(want[k]), 1e-30))
+                   for k in want) if finite else np.inf
+    result = {'max_abs': max_abs, 'relative': relative, 'finite': finite}
+    logits = [k for k in want if want[k].ndim == 4]
+    if logits:
+        k = logits[0]
+        result['bev_argmax_disagree'] = float(
+            (got[k].argmax(axis=1) != want[k].argmax(axis=1)).mean())
+    return result
+
+
+def accuracy(metadata: ModelMetadata, variants: dict[str, tuple[str, dict]],
+             feeds: list[dict[str, np.ndarray]],
+             plain: dict[str, Callable[[dict], dict]]) -> dict[str, dict[str, float]]:
+    """Worst error against float64 over the feeds, visited twice in turn, per backend variant
+    and per plain infer function (a network outside any backend)."""
+    import torch
+    reference = network_in(metadata, torch.float64, 'cpu')
+    wanted = [reference(feed) for feed in feeds]
+    order = list(range(len(feeds))) + list(reversed(range(len(feeds))))
+    table = {}
+    with ExitStack() as stack:
+        runners = {label: stack.enter_context(make_backend(name, metadata, **options)).infer
+                   for label, (name, options) in variants.items()}
+        for label, infer in {**runners, **plain}.items():
+            worst: dict[str, float] = {}
+            for index in order:
+                got = {k: v.astype(np.float64) for k, v in infer(feeds[index]).items()}
+                for key, value in errors(got, wanted[index]).items():
+                    worst[key] = (min(worst.get(key, True), value) if key == 'finite'
+                                  else max(worst.get(key, 0.0), value))
+            table[label] = worst
+    return table
+
+
+def replay_ms(metadata: ModelMetadata, allow_tf32: bool) -> float:
+    """Median CUDA-event time of one graph replay, without the host-device copies."""
+    import torch
+    from fusion_nodes.inference.torch_backend import TorchBackend
+    feed = fixed_feed(metadata)
+    backend = TorchBackend(metadata, device='cuda', allow_tf32=allow_tf32)
+    with backend:
+        backend.infer(feed)
+        graph = backend._graph  # the benchmark reaches in: only the replay is timed here
+        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        times = []
+        for _ in range(5):
+            torch.cuda.synchronize()
+            start.record()
+            for _ in range(EVENT_REPLAYS):
+                graph.replay()
+            stop.record()
+            stop.synchronize()
+            times.append(start.elapsed_time(stop) / EVENT_REPLAYS)
+    return float(np.median(times))
+
+
+def activation(metadata: ModelMetadata) -> dict[str, float]:
+    """Seconds to activate (weights, warm-up, graph capture) and memory before and after."""
+    import torch
+    result = {}
+    for attempt in ('first', 'second'):
+        started = time.perf_counter()
+        backend = make_backend('torch', metadata, device='cuda')
+        backend.activate()
+        result[f'activate_s_{attempt}'] = time.perf_counter() - started
+        result[f'allocated_mib_active_{attempt}'] = torch.cuda.memory_allocated() / 2**20
+        backend.deactivate()
+        result[f'allocated_mib_after_{attempt}'] = torch.cuda.memory_allocated() / 2**20
+    result['peak_allocated_mib'] = torch.cuda.max_memory_allocated() / 2**20
+    return result
+
+
+def run(json_path: str | None = None, feeds_path: str | None = None
+        ) -> dict[str, Any] | None:
+    import torch
+    info = environment()
+    print(json.dumps(info))
+    if not info['cuda_available']:
+        print('skipped: torch sees no CUDA device here; run this where a GPU is present')
+        return None
+    if not MODEL.is_file():
+        print(f'skipped: {MODEL} does not exist yet (fusion-train writes it)')
+        return None
+    metadata = load_metadata(MODEL)
+    report: dict[str, Any] = {'environment': info, 'model': str(MODEL),
+                              'model_version': metadata.version}
+    report['activation'] = activation(metadata)
+    print('activation', json.dumps(report['activation']))
+    cpu = {'threads': cpu_threads()}
+    variants = {
+        'torch cuda graph': ('torch', {'device': 'cuda'}),
+        'torch cuda graph, tf32': ('torch', {'device': 'cuda', 'allow_tf32': True}),
+        'torch cuda eager': ('torch', {'device': 'cuda', 'use_cuda_graph': False}),
+        'torch cpu': ('torch', {'device': 'cpu', **cpu}),
+        'onnxruntime cpu': ('onnxruntime', {'providers': ['CPUExecutionProvider']}),
+    }
+    if 'CUDAExecutionProvider' in info['onnxruntime_providers']:
+        variants['onnxruntime cuda'] = ('onnxruntime', {'providers': ['CUDAExecutionProvider']})
+    half = network_in(metadata, torch.float16, 'cuda')
+    feed_sets = {'random': [fixed_feed(metadata, seed) for seed in range(FEEDS)]}
+    if feeds_path:
+        with np.load(feeds_path) as arrays:
+            feed_sets['demo bag'] = split_feeds(arrays, metadata)
+    elif importlib.util.find_spec('rosbags') is not None and DEMO_BAG.is_dir():
+        feed_sets['demo bag'] = split_feeds(demo_bag_inputs(), metadata)
+    for set_name, feeds in feed_sets.items():
+        table = accuracy(metadata, variants, feeds, {'torch cuda float16': half})
+        report[f'accuracy_vs_float64 ({set_name})'] = table
+        print(f'-- worst error against float64 on {len(feeds)} {set_name} inputs')
+        for label, row in table.items():
+            print(f'{label:24s} ' + ', '.join(f'{k} {v:.3g}' for k, v in row.items()))
+    feed = fixed_feed(metadata)
+    with ExitStack() as stack:
+        backends = {label: stack.enter_context(make_backend(name, metadata, **options))
+                    for label, (name, options) in variants.items()}
+        times = time_in_turns(backends, feed, FRAMES)
+    report['latency_ms'] = {}
+    for label, values in times.items():
+        p50, p99 = np.percentile(values, [50, 99])
+        report['latency_ms'][label] = {'p50': float(p50), 'p99': float(p99)}
+        print(f'{label:24s} infer() p50 {p50:7.3f} ms  p99 {p99:7.3f} ms  ({FRAMES} frames)')
+    report['graph_replay_ms'] = {'float32': replay_ms(metadata, False),
+                                 'tf32': replay_ms(metadata, True)}
+    print('graph replay alone (CUDA events):', json.dumps(report['graph_replay_ms']))
+    baseline = report['latency_ms']['torch cpu']['p50']
+    graph = report['latency_ms']['torch cuda graph']['p50']
+    ort = report['latency_ms']['onnxruntime cpu']['p50']
+    print(f'ratio: torch cuda graph is {baseline / graph:.2f}x faster than torch cpu '
+          f'({cpu["threads"]} threads) and {ort / graph:.2f}x faster than onnxruntime cpu at '
+          f'p50; torch {torch.__version__}, {info.get("device")}')
+    if json_path:
+        Path(json_path).write_text(json.dumps(json_finite(report), indent=1))
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--json', help='write every figure to this file')
+    parser.add_argument('--feeds', help='an npz of model inputs from --save-feeds')
+    parser.add_argument('--save-feeds', metavar='NPZ',
+                        help='write demo-bag inputs here (needs rosbags) and exit')
+    args = parser.parse_args(argv)
+    if args.save_feeds:
+        np.savez_compressed(args.save_feeds, **demo_bag_inputs())
+        return 0
+    run(args.json, args.feeds)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
