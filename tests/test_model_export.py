@@ -174,3 +174,20 @@ def test_reexport_writes_a_new_graph_from_the_saved_weights(tmp_path):
 def test_reexport_reports_a_model_it_cannot_read(tmp_path, capsys):
     assert main([str(tmp_path / 'missing.json'), '--version', '1.0.1']) == 2
     assert 'missing.json' in capsys.readouterr().err
+
+
+def test_every_constant_of_the_shipped_graph_fits_float16():
+    """A TensorRT fp16 build clamps (before 8: refuses) weights beyond float16's range; 1.4.0
+    carried the novelty precision (1.7e5) and the gate step's gain (1e6)."""
+    from pathlib import Path
+    from onnx import numpy_helper
+    graph = onnx.load(str(Path(__file__).resolve().parents[1] / 'models' /
+                          'gated_fusion.onnx')).graph
+    tensors = [(t.name, t) for t in graph.initializer] + [
+        (node.name, attribute.t) for node in graph.node if node.op_type == 'Constant'
+        for attribute in node.attribute if attribute.type == onnx.AttributeProto.TENSOR]
+    assert len(tensors) > 20
+    too_large = {name: float(np.abs(array).max()) for name, array in
+                 ((name, numpy_helper.to_array(tensor)) for name, tensor in tensors)
+                 if array.dtype.kind == 'f' and array.size and np.abs(array).max() > 65504}
+    assert too_large == {}

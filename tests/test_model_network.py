@@ -396,3 +396,28 @@ def test_build_model_reads_geometry_from_metadata():
     np.testing.assert_array_equal(model.lift_grid_0[0].numpy(), expected)
     with pytest.raises(ValueError, match='sensor_order'):
         build_model({'sensor_order': ['lidar', 'camera', 'gps']})
+
+
+def test_the_shipped_network_in_float16_keeps_its_gates_and_class_map():
+    """What a TensorRT fp16 engine computes: before 1.4.1 the novelty's precision (1.7e5)
+    overflowed float16 and every gate came out NaN."""
+    from pathlib import Path
+    from fusion_nodes.model.export import load_trained_model
+    shipped = Path(__file__).resolve().parents[1] / 'models' / 'gated_fusion.json'
+    model, metadata = load_trained_model(shipped)
+    rng = np.random.default_rng(0)
+    batch = {spec['name']: torch.from_numpy(rng.standard_normal(spec['shape'])
+                                            .astype(np.float32).repeat(4, axis=0))
+             for spec in metadata.inputs}
+    batch['health'] = torch.from_numpy(rng.random(batch['health'].shape).astype(np.float32))
+    batch['available'] = torch.ones_like(batch['available'])
+    with torch.inference_mode():
+        full = model(*batch.values())
+        half = model.half()(*(tensor.half() for tensor in batch.values()))
+    names = [spec['name'] for spec in metadata.outputs]
+    full, half = dict(zip(names, full)), {k: v.float() for k, v in zip(names, half)}
+    assert all(torch.isfinite(value).all() for value in half.values())
+    assert (half['gates'] - full['gates']).abs().max() < 2e-3
+    assert (half['ego_velocity'] - full['ego_velocity']).abs().max() < 1e-2
+    agree = (half['bev_logits'].argmax(1) == full['bev_logits'].argmax(1)).float().mean()
+    assert agree > 0.995

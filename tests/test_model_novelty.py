@@ -77,3 +77,51 @@ def test_training_tracks_only_healthy_present_sensors():
     model.track_healthy_features(out, healthy)
     assert int(model.camera_novelty.batches_tracked) == 0
     assert int(model.lidar_novelty.batches_tracked) == 1
+
+
+def _flat_scale(dim: int = 24) -> torch.Tensor:
+    """Feature spreads where a few barely vary, as some of the shipped encoders' do."""
+    scale = torch.full((dim,), 0.02)
+    scale[:4] = 1e-4  # variance 1e-8: the precision reaches about 1e6 there
+    return scale
+
+
+def _tracked_with_flat_directions(dim: int = 24) -> FeatureNovelty:
+    novelty = FeatureNovelty(dim)
+    gen = torch.Generator().manual_seed(0)
+    novelty.track(torch.randn(4096, dim, generator=gen) * _flat_scale(dim), torch.ones(4096))
+    return novelty.eval()
+
+
+def test_scores_are_the_quadratic_form_of_the_precision():
+    novelty = _tracked_with_flat_directions().double()
+    features = novelty.mean + torch.randn(64, 24, dtype=torch.float64) * _flat_scale() * 3
+    centred = features - novelty.mean
+    expected = torch.log1p(((centred @ novelty.precision) * centred).mean(dim=1, keepdim=True))
+    assert torch.allclose(novelty(features), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_a_loaded_precision_brings_its_whitening():
+    source = _tracked_with_flat_directions()
+    loaded = FeatureNovelty(24)
+    loaded.load_state_dict(source.state_dict())
+    assert 'whitening' not in source.state_dict()
+    assert torch.equal(loaded.whitening, source.whitening)
+    features = source.mean + torch.randn(8, 24) * _flat_scale()
+    assert torch.equal(loaded.eval()(features), source(features))
+
+
+def test_float16_scores_stay_finite_and_close_where_the_precision_exceeds_its_range():
+    novelty = _tracked_with_flat_directions()
+    assert float(novelty.precision.abs().max()) > 65504  # what float16 cannot hold
+    gen = torch.Generator().manual_seed(1)
+    healthy = torch.randn(256, 24, generator=gen) * _flat_scale()
+    far = healthy + 0.05  # a failed sensor's features, far outside the healthy cloud
+    for features in (healthy, far):
+        want = novelty(features)
+        got = novelty.half()(features.half()).float()
+        novelty.float()
+        assert torch.isfinite(got).all()
+        assert torch.allclose(got, want, rtol=1e-2, atol=1e-2)
+    absurd = novelty.half()(torch.full((1, 24), 60000.0, dtype=torch.float16))
+    assert torch.isfinite(absurd).all() and float(absurd) <= 16.2

@@ -108,8 +108,12 @@ def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 
 
 def _step(x: torch.Tensor) -> torch.Tensor:
-    """1 where x >= 1e-6, 0 where x <= 0, in Mul and Clip ops that TensorRT parses."""
-    return torch.clamp(x * 1e6, 0.0, 1.0)
+    """1 where x >= 1e-6, 0 where x <= 0, in Mul and Clip ops that TensorRT parses.
+
+    Two gains of 1e3, not one of 1e6: every constant and every intermediate stays inside
+    float16, where TensorRT clamps (or, before 8, refuses) a weight of 1e6 in an fp16 build.
+    """
+    return torch.clamp(torch.clamp(x * 1e3, -1.0, 1.0) * 1e3, 0.0, 1.0)
 
 
 class _Gate(nn.Module):

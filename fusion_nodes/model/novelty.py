@@ -7,7 +7,14 @@ from the healthy cluster (Mahalanobis distance 35-50 against a healthy 99th perc
 as the trained ones do (11-93), so the distance is a sign of failure that carries over to new
 kinds. The statistics are running estimates over the healthy samples of each training batch,
 kept like batch norm's, so they follow the encoder as it trains.
+
+The graph carries a whitening matrix (the Cholesky factor of the precision, over SCALE), not the
+precision itself: healthy features barely vary in some directions, so the precision reaches
+1.7e5, beyond float16's 65504, and a float16 engine (TensorRT fp16) turned it into inf and
+every gate into NaN (seen on an H200 with the network cast to half, 2026-12-04).
 """
+
+import math
 
 import torch
 from torch import nn
@@ -17,6 +24,12 @@ from torch import nn
 MOMENTUM = 0.01
 # Ridge on the covariance, relative to its mean variance, so the inverse stays well posed.
 SHRINKAGE = 1e-3
+# Whitened components are computed over SCALE and clipped at CLIP, so that in float16 each
+# square and their sum over up to 24 features stay under 65504 (24 * 48**2 = 55296). The clip
+# binds only past a Mahalanobis distance of SCALE * CLIP = 3072, far beyond the 11-93 failures
+# reach, and there the score is capped at log(1 + 48**2 * 64**2) = 16.1.
+SCALE = 64.0
+CLIP = 48.0
 
 
 class FeatureNovelty(nn.Module):
@@ -29,6 +42,9 @@ class FeatureNovelty(nn.Module):
         self.register_buffer('covariance', torch.eye(dim))
         self.register_buffer('precision', torch.eye(dim))
         self.register_buffer('batches_tracked', torch.zeros((), dtype=torch.long))
+        # Derived from the precision whenever it changes; not saved, so the weights file stays.
+        self.register_buffer('whitening', torch.eye(dim) / SCALE, persistent=False)
+        self.register_load_state_dict_post_hook(_rederive_whitening)
 
     @torch.no_grad()
     def track(self, features: torch.Tensor, healthy: torch.Tensor) -> None:
@@ -45,11 +61,26 @@ class FeatureNovelty(nn.Module):
         ridge = SHRINKAGE * float(self.covariance.diagonal().mean()) + 1e-8
         self.precision.copy_(torch.linalg.inv(
             self.covariance + ridge * torch.eye(self.dim, device=features.device)))
+        self.update_whitening()
         self.batches_tracked += 1
+
+    @torch.no_grad()
+    def update_whitening(self) -> None:
+        """whitening = L / SCALE with precision = L L^T, so |centred @ L|^2 is d^2."""
+        precision = self.precision.double()
+        # The float32 inverse is asymmetric by up to 1e-7 of its 1.7e5 entries; the quadratic
+        # form always saw the symmetric part, the factor must too.
+        factor = torch.linalg.cholesky((precision + precision.T) / 2)
+        self.whitening.copy_((factor / SCALE).to(self.whitening.dtype))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """[B, 1] novelty scores: about log 2 for healthy features, growing with distance."""
-        centred = features - self.mean
+        scaled = ((features - self.mean) @ self.whitening).clamp(-CLIP, CLIP)
         # A mean times D instead of a sum keeps the graph to ReduceMean.
-        squared = ((centred @ self.precision) * centred).mean(dim=1, keepdim=True)
-        return torch.log1p(squared)
+        mean_square = (scaled * scaled).mean(dim=1, keepdim=True)
+        # log(1 + d^2 / D) with the SCALE**2 taken out of the sum and added back as a log.
+        return torch.log(mean_square + 1.0 / SCALE**2) + 2.0 * math.log(SCALE)
+
+
+def _rederive_whitening(module: FeatureNovelty, incompatible_keys) -> None:
+    module.update_whitening()
