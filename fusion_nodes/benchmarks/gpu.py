@@ -103,13 +103,16 @@ def network_in(metadata: ModelMetadata, dtype: Any, device: str) -> Any:
 
 
 def errors(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> dict[str, float]:
-    """Worst max-abs and relative-norm error over the outputs (inf where any output is not
-    finite), and BEV argmax disagreement."""
+    """Worst max-abs and relative-norm error over the outputs and on the gates alone (inf
+    where any output is not finite), and the share of BEV cells whose class differs."""
     finite = bool(all(np.isfinite(got[k]).all() for k in want))
     max_abs = max(float(np.abs(got[k] - want[k]).max()) for k in want) if finite else np.inf
     relative = max(float(np.linalg.norm(got[k] - want[k]) / max(np.linalg.norm(want[k]), 1e-30))
                    for k in want) if finite else np.inf
     result = {'max_abs': max_abs, 'relative': relative, 'finite': finite}
+    if 'gates' in want:
+        result['gates_max_abs'] = (float(np.abs(got['gates'] - want['gates']).max())
+                                   if finite else np.inf)
     logits = [k for k in want if want[k].ndim == 4]
     if logits:
         k = logits[0]
