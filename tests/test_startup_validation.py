@@ -77,3 +77,20 @@ def test_gps_node_refuses_a_non_positive_jump_hold():
         env=dds_env.isolated_env(os.environ), capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert 'startup failed' in result.stderr and 'jump_hold_s' in result.stderr
+
+
+def test_an_unknown_tensorrt_precision_is_refused_whatever_the_backend():
+    result = _run_fusion_node('-p', 'tensorrt_precision:=int4')
+    assert result.returncode == 2 and 'tensorrt_precision' in result.stderr
+
+
+@pytest.mark.parametrize('runtime, expected', [
+    ('tensorrt', {'precision': 'fp32'}),
+    ('onnxruntime', {'providers': ['CPUExecutionProvider'], 'intra_op_threads': 2}),
+    ('torch', {'threads': 2}),
+])
+def test_each_runtime_gets_only_the_options_that_apply_to_it(runtime, expected):
+    from fusion_nodes.nodes.fusion_node import backend_options
+    providers = ['CPUExecutionProvider'] if runtime == 'onnxruntime' else []
+    assert backend_options(runtime, providers, 2, 'fp32') == expected
+    assert 'intra_op_threads' not in backend_options('onnxruntime', [], 0, 'fp16')

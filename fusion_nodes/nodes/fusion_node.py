@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 import sys
 import time
+from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Vector3Stamped
@@ -50,6 +51,8 @@ _MIN_TIMER_NS = 100_000
 _MAX_TIME_OFFSET_NS = 1_000_000_000
 # Each CPU runtime's name for its thread count (TensorRT runs on the GPU).
 _THREAD_OPTION = {'onnxruntime': 'intra_op_threads', 'torch': 'threads'}
+# int8 needs a calibration cache built offline (fusion-build-engine), so the node offers these.
+TENSORRT_PRECISIONS = ('fp16', 'fp32')
 _LEVEL_NAMES = {OK: 'OK', WARN: 'WARN', ERROR: 'ERROR', STALE: 'STALE'}
 
 
@@ -80,6 +83,26 @@ def _wanted(publisher) -> bool:
 
 def _stamp_ns(msg) -> int:
     return conversions.stamp_to_ns(msg.header.stamp)
+
+
+def backend_options(runtime: str, providers: list[str], cpu_threads: int,
+                    tensorrt_precision: str) -> dict[str, Any]:
+    """The make_backend options fusion_node's parameters ask of this runtime.
+
+    Every value is checked whatever the runtime, so a typo fails at startup, not on the day
+    the robot moves to a machine where it applies.
+    """
+    if cpu_threads < 0:
+        raise ValueError(f'cpu_threads must be >= 0 (0 = one per core), got {cpu_threads}')
+    if tensorrt_precision not in TENSORRT_PRECISIONS:
+        raise ValueError(f'tensorrt_precision must be one of {TENSORRT_PRECISIONS}, got '
+                         f'{tensorrt_precision!r}')
+    options: dict[str, Any] = {'providers': providers} if providers else {}
+    if cpu_threads and runtime in _THREAD_OPTION:
+        options[_THREAD_OPTION[runtime]] = cpu_threads
+    if runtime == 'tensorrt':
+        options['precision'] = tensorrt_precision
+    return options
 
 
 class SensorTrack:
@@ -129,14 +152,9 @@ class FusionBehaviour:
             k: tuple(v) if isinstance(v, list) else v
             for k, v in self.metadata.camera_model.items()})
         self.input_shapes = self.metadata.input_shapes()
-        providers = [name for name in p['providers'] if name]
-        options = {'providers': providers} if providers else {}
-        threads = int(p['cpu_threads'])
-        if threads < 0:
-            raise ValueError(f'cpu_threads must be >= 0 (0 = one per core), got {threads}')
         runtime = resolve_auto() if self.backend_name == AUTO else self.backend_name
-        if threads and runtime in _THREAD_OPTION:
-            options[_THREAD_OPTION[runtime]] = threads
+        options = backend_options(runtime, [name for name in p['providers'] if name],
+                                  int(p['cpu_threads']), str(p['tensorrt_precision']))
         self.backend = make_backend(runtime, model_path, **options)
         self.model_path = model_path
         priors = tuple((sensor, int(round(float(p[f'{sensor}_time_offset_ms']) * 1e6)))

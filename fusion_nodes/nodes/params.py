@@ -65,6 +65,7 @@ FUSION_PARAMS = {
     'model': '',
     'providers': [''],
     'cpu_threads': 1,
+    'tensorrt_precision': 'fp16',
     'reference_sensor': 'camera',
     'max_wait_ms': 0.0,
     'lidar_time_offset_ms': 0.0,
