@@ -10,8 +10,8 @@ kept like batch norm's, so they follow the encoder as it trains.
 
 The graph carries a whitening matrix (the Cholesky factor of the precision, over SCALE), not the
 precision itself: healthy features barely vary in some directions, so the precision reaches
-1.7e5, beyond float16's 65504, and a float16 engine (TensorRT fp16) turned it into inf and
-every gate into NaN (seen on an H200 with the network cast to half, 2026-12-04).
+1.7e5, beyond float16's 65504, and in float16 (as a TensorRT fp16 engine runs) it became inf
+and the camera and lidar gates NaN (seen on an H200 with the network cast to half, 2026-12-04).
 """
 
 import math
