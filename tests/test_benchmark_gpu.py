@@ -54,3 +54,14 @@ def test_the_float64_reference_is_the_network_the_cpu_backend_runs(metadata):
 def test_without_a_gpu_it_says_so_and_times_nothing(capsys):
     assert gpu.run() is None
     assert 'skipped: torch sees no CUDA device' in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU to read --feeds')
+def test_a_missing_feeds_file_is_a_clear_error(tmp_path, capsys):
+    assert gpu.main(['--feeds', str(tmp_path / 'absent.npz')]) == 2
+    assert 'error:' in capsys.readouterr().err
+
+
+def test_feeds_that_cannot_be_written_are_a_clear_error(tmp_path, capsys):
+    assert gpu.main(['--save-feeds', str(tmp_path / 'absent' / 'feeds.npz')]) == 2
+    assert 'error:' in capsys.readouterr().err

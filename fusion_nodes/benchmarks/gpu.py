@@ -253,10 +253,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--save-feeds', metavar='NPZ',
                         help='write demo-bag inputs here (needs rosbags) and exit')
     args = parser.parse_args(argv)
-    if args.save_feeds:
-        np.savez_compressed(args.save_feeds, **demo_bag_inputs())
-        return 0
-    run(args.json, args.feeds)
+    try:
+        if args.save_feeds:
+            np.savez_compressed(args.save_feeds, **demo_bag_inputs())
+        else:
+            run(args.json, args.feeds)
+    except (OSError, ValueError) as error:
+        print(f'error: {error}', file=sys.stderr)
+        return 2
     return 0
 
 
