@@ -400,7 +400,7 @@ def test_build_model_reads_geometry_from_metadata():
 
 def test_the_shipped_network_in_float16_keeps_its_gates_and_class_map():
     """What a TensorRT fp16 engine computes: before 1.4.1 the novelty's precision (1.7e5)
-    overflowed float16 and every gate came out NaN."""
+    overflowed float16 and the camera and lidar gates came out NaN."""
     from pathlib import Path
     from fusion_nodes.model.export import load_trained_model
     shipped = Path(__file__).resolve().parents[1] / 'models' / 'gated_fusion.json'
