@@ -100,6 +100,15 @@ def test_each_key_field_change_rebuilds_and_logs_old_and_new(meta, tmp_path, cap
     assert status.valid
 
 
+def test_a_cache_directory_that_cannot_be_made_says_what_to_set(meta, tmp_path):
+    blocker = tmp_path / 'not_a_directory'
+    blocker.write_text('')  # even root cannot make a directory under a file
+    builder = FakeBuilder()
+    with pytest.raises(OSError, match='writable directory .fusion_node: engine_cache_dir'):
+        EngineCache(blocker / 'engines').ensure(meta, BuildOptions(), FakePlatform(), builder)
+    assert builder.calls == []
+
+
 def test_precision_and_dla_variants_live_side_by_side(meta, tmp_path):
     cache, builder, platform = EngineCache(tmp_path), FakeBuilder(), FakePlatform()
     paths = {cache.ensure(meta, options, platform, builder).engine_path

@@ -92,5 +92,7 @@ def test_an_unknown_tensorrt_precision_is_refused_whatever_the_backend():
 def test_each_runtime_gets_only_the_options_that_apply_to_it(runtime, expected):
     from fusion_nodes.nodes.fusion_node import backend_options
     providers = ['CPUExecutionProvider'] if runtime == 'onnxruntime' else []
-    assert backend_options(runtime, providers, 2, 'fp32') == expected
+    assert backend_options(runtime, providers, 2, 'fp32', '/var/cache/engines') == (
+        {**expected, 'cache_dir': '/var/cache/engines'} if runtime == 'tensorrt' else expected)
     assert 'intra_op_threads' not in backend_options('onnxruntime', [], 0, 'fp16')
+    assert 'cache_dir' not in backend_options('tensorrt', [], 0, 'fp16', '')

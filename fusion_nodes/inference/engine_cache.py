@@ -193,7 +193,11 @@ class EngineCache:
         status = self.check(engine_path, key)
         if status.valid:
             return CacheResult(engine_path, key, False, status.reason)
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise OSError(f'cannot create the engine cache {self.cache_dir} ({error}); give a '
+                          f'writable directory (fusion_node: engine_cache_dir)') from error
         with BuildLock(engine_path.with_name(engine_path.name + '.lock'), self.lock_timeout_s,
                        self.log):
             # Another process may have built it while this one waited for the lock.

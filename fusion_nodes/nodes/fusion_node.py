@@ -86,7 +86,7 @@ def _stamp_ns(msg) -> int:
 
 
 def backend_options(runtime: str, providers: list[str], cpu_threads: int,
-                    tensorrt_precision: str) -> dict[str, Any]:
+                    tensorrt_precision: str, engine_cache_dir: str = '') -> dict[str, Any]:
     """The make_backend options fusion_node's parameters ask of this runtime.
 
     Every value is checked whatever the runtime, so a typo fails at startup, not on the day
@@ -102,6 +102,8 @@ def backend_options(runtime: str, providers: list[str], cpu_threads: int,
         options[_THREAD_OPTION[runtime]] = cpu_threads
     if runtime == 'tensorrt':
         options['precision'] = tensorrt_precision
+        if engine_cache_dir:
+            options['cache_dir'] = engine_cache_dir
     return options
 
 
@@ -154,7 +156,8 @@ class FusionBehaviour:
         self.input_shapes = self.metadata.input_shapes()
         runtime = resolve_auto() if self.backend_name == AUTO else self.backend_name
         options = backend_options(runtime, [name for name in p['providers'] if name],
-                                  int(p['cpu_threads']), str(p['tensorrt_precision']))
+                                  int(p['cpu_threads']), str(p['tensorrt_precision']),
+                                  str(p['engine_cache_dir']))
         self.backend = make_backend(runtime, model_path, **options)
         self.model_path = model_path
         priors = tuple((sensor, int(round(float(p[f'{sensor}_time_offset_ms']) * 1e6)))

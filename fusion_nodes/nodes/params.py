@@ -66,6 +66,7 @@ FUSION_PARAMS = {
     'providers': [''],
     'cpu_threads': 1,
     'tensorrt_precision': 'fp16',
+    'engine_cache_dir': '',
     'reference_sensor': 'camera',
     'max_wait_ms': 0.0,
     'lidar_time_offset_ms': 0.0,
