@@ -3,6 +3,7 @@
 import importlib
 import logging
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -130,6 +131,20 @@ def test_fp32_and_dla_options_reach_the_builder(fake, tiny_path, tmp_path):
     assert config.flags == {'gpu_fallback'}
     assert config.pool == {'workspace': 64 << 20}
     assert config.default_device_type == 'dla' and config.DLA_core == 1
+
+
+def test_a_tensorrt_without_weak_fp16_says_to_build_fp32(fake, tiny_path, tmp_path):
+    trt, cuda, _ = fake
+    trt.__version__ = '11.4.0'
+    trt.BuilderFlag = types.SimpleNamespace(GPU_FALLBACK='gpu_fallback')  # as in TensorRT 11
+    backend = make_backend('tensorrt', tiny_path, cuda=cuda, cache_dir=tmp_path)
+    with pytest.raises(RuntimeError, match='TensorRT 11.4.0 has no weakly typed fp16.*'
+                                           'tensorrt_precision fp32'):
+        backend.activate()
+    assert not backend.is_active and cuda.memory == {}
+    with make_backend('tensorrt', tiny_path, cuda=cuda, cache_dir=tmp_path,
+                      precision='fp32') as fp32:
+        assert fp32.cache_result.built
 
 
 def test_int8_calibration_feeds_every_batch_to_the_device(fake, tiny_path, tmp_path):

@@ -125,6 +125,10 @@ class TrtEngineBuilder:
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mb << 20)
         calibrator = None
+        if options.precision in ('fp16', 'int8') and not hasattr(trt.BuilderFlag, 'FP16'):
+            raise RuntimeError(f'TensorRT {trt.__version__} has no weakly typed fp16 or int8 '
+                               '(removed in TensorRT 11); build with precision fp32 '
+                               '(fusion_node: tensorrt_precision fp32)')
         if options.precision in ('fp16', 'int8'):
             # int8 keeps fp16 as the fallback for layers that have no int8 kernel.
             config.set_flag(trt.BuilderFlag.FP16)
