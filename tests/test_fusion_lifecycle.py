@@ -54,3 +54,20 @@ def test_bad_model_fails_configure_and_the_node_stays_up(rclpy_session, tmp_path
         assert not any(t.endswith('camera/features') for t in _topics_subscribed(node))
     finally:
         node.destroy_node()
+
+
+def test_diagnostics_name_the_runtime_that_actually_runs(rclpy_session, tmp_path):
+    node = _node(write_tiny_model(tmp_path))
+    sent = []
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        node.diagnostics_pub.publish = sent.append
+        node._publish_diagnostics()
+        own = [status for status in sent[0].status if status.name == 'fusion_nodes: fusion_node']
+        values = {kv.key: kv.value for kv in own[0].values}
+        assert values['backend'] == node.backend.describe()
+        assert values['backend'].startswith('onnxruntime (') and 'ExecutionProvider' in \
+            values['backend']
+    finally:
+        node.destroy_node()

@@ -285,3 +285,21 @@ def test_ort_io_binding_takes_non_contiguous_inputs(tmp_path):
     with make_backend('onnxruntime', path) as backend:
         out = backend.infer({'x': wide[:, ::2]})
     np.testing.assert_array_equal(out['x_out'], [[0.0, 2.0, 4.0, 6.0]])
+
+
+def test_each_backend_describes_what_actually_runs(tiny):
+    with make_backend('onnxruntime', tiny, providers=['CPUExecutionProvider']) as ort_backend:
+        assert ort_backend.describe() == 'onnxruntime (CPUExecutionProvider)'
+    cpu = make_backend('torch', tiny, model_factory=tiny_factory, device='cpu', threads=1)
+    assert cpu.describe() == 'torch (cpu, 1 thread)'
+    eager = make_backend('torch', tiny, model_factory=tiny_factory, device='cpu', threads=2)
+    assert eager.describe() == 'torch (cpu, 2 threads)'
+
+
+@pytest.mark.skipif(not _cuda_available(), reason='needs a CUDA GPU (run on a lent device)')
+def test_torch_on_cuda_describes_its_device_and_mode(tiny):
+    graph = make_backend('torch', tiny, model_factory=tiny_factory, device='cuda:0')
+    assert graph.describe() == 'torch (cuda:0, CUDA graph)'
+    eager = make_backend('torch', tiny, model_factory=tiny_factory, device='cuda',
+                         use_cuda_graph=False, allow_tf32=True)
+    assert eager.describe() == 'torch (cuda, eager, TF32)'

@@ -133,6 +133,15 @@ def test_fp32_and_dla_options_reach_the_builder(fake, tiny_path, tmp_path):
     assert config.default_device_type == 'dla' and config.DLA_core == 1
 
 
+def test_describe_names_precision_dla_and_the_engine(fake, tiny_path, tmp_path):
+    _, cuda, _ = fake
+    backend = make_backend('tensorrt', tiny_path, cuda=cuda, cache_dir=tmp_path,
+                           precision='fp32', dla_core=1)
+    assert backend.describe() == 'tensorrt (fp32, DLA 1)'
+    with backend:
+        assert backend.describe() == 'tensorrt (fp32, DLA 1, tiny_fusion.fp32.dla1.engine)'
+
+
 def test_a_tensorrt_without_weak_fp16_says_to_build_fp32(fake, tiny_path, tmp_path):
     trt, cuda, _ = fake
     trt.__version__ = '11.4.0'

@@ -46,6 +46,10 @@ class Backend(ABC):
     def output_names(self) -> tuple[str, ...]:
         return tuple(spec['name'] for spec in self.metadata.outputs)
 
+    def describe(self) -> str:
+        """What actually runs the model, for logs and /diagnostics (the runtime's name here)."""
+        return self.name
+
     def activate(self) -> None:
         """Load the model and allocate what inference needs; idempotent."""
         if self.is_active:

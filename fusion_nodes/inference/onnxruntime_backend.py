@@ -85,6 +85,10 @@ class OnnxRuntimeBackend(Backend):
         """What the session actually runs on (ORT may drop a provider that fails to load)."""
         return list(self.session.get_providers()) if self.session is not None else []
 
+    def describe(self) -> str:
+        """onnxruntime and the providers the session runs on (those asked for, if inactive)."""
+        return f"onnxruntime ({', '.join(self.active_providers or self.providers)})"
+
     def _activate_impl(self) -> None:
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.intra_op_threads

@@ -195,6 +195,13 @@ class TensorRtBackend(Backend):
         self._device: dict[str, int] = {}
         self._host: dict[str, np.ndarray] = {}
 
+    def describe(self) -> str:
+        """tensorrt, its precision and DLA core, and the engine file once there is one."""
+        dla = f', DLA {self.options.dla_core}' if self.options.dla_core is not None else ''
+        engine = (f', {self.cache_result.engine_path.name}' if self.cache_result is not None
+                  else '')
+        return f'tensorrt ({self.options.precision}{dla}{engine})'
+
     def _activate_impl(self) -> None:
         self.cuda = self._cuda or CudaRuntime()
         logger = trt.Logger(trt.Logger.WARNING)

@@ -64,6 +64,15 @@ class TorchBackend(Backend):
         self._static_inputs: list[torch.Tensor] = []
         self._static_outputs: list[torch.Tensor] = []
 
+    def describe(self) -> str:
+        """torch, the device and how it runs there, e.g. 'torch (cuda:0, CUDA graph)'."""
+        if self.device.type == 'cuda':
+            mode = 'CUDA graph' if self.use_cuda_graph else 'eager'
+            math = ', TF32' if self.allow_tf32 else ''
+            return f'torch ({self.device}, {mode}{math})'
+        threads = self.threads if self.threads is not None else torch.get_num_threads()
+        return f'torch (cpu, {threads} thread{"s" if threads != 1 else ""})'
+
     def _activate_impl(self) -> None:
         if self.threads is not None:
             torch.set_num_threads(self.threads)

@@ -211,7 +211,7 @@ class FusionBehaviour:
         self._input_timers.append(self.create_timer(float(p['diagnostics_period_s']),
                                                     self._publish_diagnostics))
         self.get_logger().info(
-            f'fusion_node active: backend {self.backend_name}, model {self.metadata.name} '
+            f'fusion_node active: backend {self.backend.describe()}, model {self.metadata.name} '
             f'{self.metadata.version} ({self.model_path})')
 
     def deactivate(self) -> None:
@@ -594,7 +594,7 @@ class FusionBehaviour:
         message = {OK: 'ok', WARN: 'processing over budget',
                    ERROR: 'processing over budget repeatedly'}[watchdog_level]
         node_values = {
-            'backend': self.backend_name,
+            'backend': self.backend.describe(),
             'model': f'{self.metadata.name} {self.metadata.version}',
             'published': str(self.published),
             'fallback_frames': str(self.fallback_frames),
