@@ -65,3 +65,11 @@ def test_a_missing_feeds_file_is_a_clear_error(tmp_path, capsys):
 def test_feeds_that_cannot_be_written_are_a_clear_error(tmp_path, capsys):
     assert gpu.main(['--save-feeds', str(tmp_path / 'absent' / 'feeds.npz')]) == 2
     assert 'error:' in capsys.readouterr().err
+
+
+def test_saving_feeds_without_the_bag_readers_says_what_is_missing(monkeypatch, tmp_path, capsys):
+    def no_rosbags():
+        raise ModuleNotFoundError("No module named 'rosbags'")
+    monkeypatch.setattr(gpu, 'demo_bag_inputs', no_rosbags)
+    assert gpu.main(['--save-feeds', str(tmp_path / 'feeds.npz')]) == 2
+    assert "No module named 'rosbags'; --save-feeds reads the demo bag" in capsys.readouterr().err

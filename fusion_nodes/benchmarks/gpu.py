@@ -258,6 +258,10 @@ def main(argv: list[str] | None = None) -> int:
             np.savez_compressed(args.save_feeds, **demo_bag_inputs())
         else:
             run(args.json, args.feeds)
+    except ImportError as error:
+        print(f'error: {error}; --save-feeds reads the demo bag with rosbags and the ROS '
+              'message packages (make venv installs them)', file=sys.stderr)
+        return 2
     except (OSError, ValueError) as error:
         print(f'error: {error}', file=sys.stderr)
         return 2
