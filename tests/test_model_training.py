@@ -13,6 +13,7 @@ from fusion_nodes.model.predict import (
     camera_mount_errors, INPUT_KEYS, lidar_mount_errors, mask_sensors, predict, without_errors)
 from fusion_nodes.model.train import (
     _recalibrate, healthy_novelty_ceiling, modality_dropout, train_model, TrainConfig)
+from tests.models.synthetic_samples import synthetic_gate_samples
 from tests.mount_scenes import occupancy, PILLARS, road_frame, scene
 
 
@@ -42,50 +43,30 @@ def test_mask_sensors_keeps_only_the_named_ones():
     assert masked['camera'].abs().sum() == 0 and masked['lidar'].abs().sum() > 0
 
 
-def _synthetic(n: int, seed: int) -> dict[str, np.ndarray]:
-    """BEV truth = lidar occupancy (class 1); half the scans are noise with a low health score
-    and a failure flag, so only gating on health can keep the output right."""
-    rng = np.random.default_rng(seed)
-    occupancy = (rng.random((n, 64, 64)) < 0.05).astype(np.float32)
-    failed = np.zeros((n, 3), np.uint8)
-    failed[n // 2:, 1] = 1
-    lidar = np.repeat(occupancy[:, None], 4, axis=1)
-    lidar[n // 2:] = (rng.random((n - n // 2, 4, 64, 64)) < 0.3).astype(np.float32)
-    health = np.ones((n, 3, 4), np.float32)
-    health[n // 2:, 1, 0] = 0.05
-    return {
-        'camera': np.zeros((n, 3, 96, 128), np.float32), 'lidar': lidar,
-        'gps': np.zeros((n, 8), np.float32), 'health': health,
-        'available': np.ones((n, 3), np.float32),
-        'bev': occupancy.astype(np.uint8), 'ego': np.zeros((n, 3), np.float32),
-        'failed': failed,
-    }
-
-
 def test_short_training_learns_the_gates_from_failure_flags():
     # 180 steps: the gates read detached features, so only the gate MLP learns from the
     # flags; 60 steps (10 epochs of 6) left the failed gate at 0.45.
-    samples = _synthetic(48, seed=0)
+    samples = synthetic_gate_samples(48, seed=0)
     cfg = TrainConfig(epochs=30, batch_size=8, learning_rate=2e-2, seed=0,
                       dropout=(0.0, 0.0, 0.0), threads=1)
     model, history = train_model(samples, cfg, progress=False)
     assert history[-1]['total'] < history[0]['total']
-    out = predict(model, _synthetic(32, seed=1))
+    out = predict(model, synthetic_gate_samples(32, seed=1))
     lidar_gate = out['gates'][:, 1]
     assert lidar_gate[:16].mean() > 0.6 > 0.4 > lidar_gate[16:].mean()
     # Unavailable sensors stay at exactly 0 after training too.
     assert (out['gates'][:, 0] > 0).all()
-    masked = predict(model, _synthetic(8, seed=2), keep=('lidar',))
+    masked = predict(model, synthetic_gate_samples(8, seed=2), keep=('lidar',))
     assert (masked['gates'][:, [0, 2]] == 0).all()
     # Opened gates are the availability bits, and the noise scans then reach the fused head.
-    opened = predict(model, _synthetic(32, seed=1), open_gates=True)
+    opened = predict(model, synthetic_gate_samples(32, seed=1), open_gates=True)
     assert (opened['gates'] == 1.0).all()
     assert (opened['bev'][:16] == out['bev'][:16]).mean() > 0.99
     assert (opened['bev'][16:] != out['bev'][16:]).any()
 
 
 def test_without_errors_drops_only_the_rows_and_sensors_in_error():
-    samples = _synthetic(4, seed=3)
+    samples = synthetic_gate_samples(4, seed=3)
     samples['camera'][:] = 1.0
     samples['health'][:, 0] = (0.5, 0.4, 0.9, 0.0)
     samples['health'][:, 1] = (1.0, 1.0, 0.0, 0.02)
@@ -107,7 +88,7 @@ def test_without_errors_replays_the_lidar_mount_check_per_recording():
     in the other recording, interleaved with it, is not."""
     world = scene(4)
     frames = 40
-    samples = _synthetic(2 * frames, seed=5)
+    samples = synthetic_gate_samples(2 * frames, seed=5)
     samples['health'][:, 1] = (1.0, 1.0, 0.0, 0.02)
     samples['recording'] = np.tile([0, 1], frames)
     samples['capture_ns'] = np.repeat(np.arange(frames) * 100_000_000, 2).astype(np.int64)
@@ -128,7 +109,7 @@ def test_without_errors_replays_the_camera_mount_check_per_recording():
     the other recording is not."""
     frames = 30
     camera_input = camera_preprocess_config()
-    samples = _synthetic(2 * frames, seed=6)
+    samples = synthetic_gate_samples(2 * frames, seed=6)
     samples['health'][:, 0] = (0.5, 0.4, 0.9, 0.0)
     samples['recording'] = np.repeat([0, 1], frames)
     samples['capture_ns'] = np.tile(np.arange(frames) * 100_000_000, 2).astype(np.int64)
@@ -143,7 +124,7 @@ def test_without_errors_replays_the_camera_mount_check_per_recording():
 
 
 def test_absent_code_training_builds_and_learns_the_codes():
-    samples = _synthetic(16, seed=4)
+    samples = synthetic_gate_samples(16, seed=4)
     cfg = TrainConfig(epochs=2, batch_size=8, learning_rate=1e-2, seed=0,
                       dropout=(0.5, 0.5, 0.0), threads=1, absent_code=True)
     model, _ = train_model(samples, cfg, progress=False)
@@ -154,7 +135,7 @@ def test_absent_code_training_builds_and_learns_the_codes():
 
 
 def test_novelty_training_tracks_healthy_features_and_scores_the_failed_ones_higher():
-    samples = _synthetic(32, seed=5)
+    samples = synthetic_gate_samples(32, seed=5)
     cfg = TrainConfig(epochs=3, batch_size=8, learning_rate=1e-2, seed=0,
                       dropout=(0.0, 0.0, 0.0), threads=1, gate_novelty=True)
     model, _ = train_model(samples, cfg, progress=False)
@@ -162,7 +143,7 @@ def test_novelty_training_tracks_healthy_features_and_scores_the_failed_ones_hig
     # At most one update per step (4 steps per epoch); a step with fewer than two healthy
     # scans skips it.
     assert 0 < int(model.lidar_novelty.batches_tracked) <= 12
-    test = _synthetic(32, seed=6)
+    test = synthetic_gate_samples(32, seed=6)
     with torch.no_grad():
         out = model.forward_all(**{key: torch.from_numpy(test[key]) for key in INPUT_KEYS})
         scores = model.lidar_novelty(out['lidar_pooled'])[:, 0]
@@ -171,7 +152,7 @@ def test_novelty_training_tracks_healthy_features_and_scores_the_failed_ones_hig
 
 
 def test_novelty_veto_is_the_highest_healthy_score_and_drops_only_beyond_it():
-    samples = _synthetic(32, seed=5)
+    samples = synthetic_gate_samples(32, seed=5)
     cfg = TrainConfig(epochs=2, batch_size=8, learning_rate=1e-2, seed=0,
                       dropout=(0.0, 0.0, 0.0), threads=1, gate_novelty=True)
     model, _ = train_model(samples, cfg, progress=False)
@@ -197,7 +178,7 @@ def test_novelty_veto_is_the_highest_healthy_score_and_drops_only_beyond_it():
 
 
 def test_recalibrate_sets_the_chosen_vetoes_from_the_data_the_model_learned(tmp_path, capsys):
-    samples = _synthetic(24, seed=5)
+    samples = synthetic_gate_samples(24, seed=5)
     cfg = TrainConfig(epochs=1, batch_size=8, seed=0, threads=1, gate_novelty=True)
     model, _ = train_model(samples, cfg, progress=False)
     json_path = write_model(model, tmp_path, 'net', '1.0.0',
@@ -210,3 +191,17 @@ def test_recalibrate_sets_the_chosen_vetoes_from_the_data_the_model_learned(tmp_
     camera_ceiling = healthy_novelty_ceiling(model, samples)[0]
     assert metadata['version'] == '1.0.1' and (tmp_path / 'net.pt').read_bytes() == weights
     assert metadata['architecture']['novelty_veto'] == [pytest.approx(camera_ceiling), 0.0]
+
+
+@pytest.mark.parametrize('device, message', [
+    ('gpu', "device must be 'cpu' or 'cuda"),
+    pytest.param('cuda', 'torch sees no CUDA device', marks=pytest.mark.skipif(
+        torch.cuda.is_available(), reason='a GPU is present')),
+])
+def test_a_device_that_cannot_train_is_refused_before_any_work(device, message, capsys):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(device=device)
+    from fusion_nodes.model.train import main
+    with pytest.raises(SystemExit) as exited:
+        main(['--device', device, '--data-dir', '/nonexistent'])
+    assert exited.value.code == 2 and message in capsys.readouterr().err

@@ -58,12 +58,24 @@ class TrainConfig:
     gate_consistency: bool = False
     # NetworkConfig.gate_novelty, likewise: fusion-train turns it on for the gated variant.
     gate_novelty: bool = False
+    # Where the steps run: 'cpu' or 'cuda[:N]'. Batches and modality dropout are drawn on the
+    # CPU either way, so a seed draws the same batches on both.
+    device: str = 'cpu'
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError('epochs and batch_size must be >= 1')
+        check_device(self.device)
         if len(self.dropout) != len(SENSORS) or not all(0.0 <= p < 1.0 for p in self.dropout):
             raise ValueError(f'dropout needs one probability in [0, 1) per sensor {SENSORS}')
+
+
+def check_device(device: str) -> None:
+    """ValueError unless device is 'cpu', or 'cuda[:N]' with a GPU that torch can see."""
+    if device != 'cpu' and not (device == 'cuda' or device.startswith('cuda:')):
+        raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {device!r}")
+    if device != 'cpu' and not torch.cuda.is_available():
+        raise ValueError(f'device {device} asked for, but torch sees no CUDA device')
 
 
 def modality_dropout(batch: dict[str, torch.Tensor], probs: tuple[float, ...],
@@ -103,6 +115,7 @@ def train_model(samples: dict[str, np.ndarray], cfg: TrainConfig,
                 arch: NetworkConfig | None = None, progress: bool = True
                 ) -> tuple[GatedFusionNet, list[dict[str, float]]]:
     """Train from concatenated samples; returns the eval-mode model and per-epoch losses."""
+    device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     rng = np.random.default_rng(cfg.seed)
@@ -112,8 +125,8 @@ def train_model(samples: dict[str, np.ndarray], cfg: TrainConfig,
                                  gate_consistency=cfg.gate_consistency,
                                  gate_novelty=cfg.gate_novelty)
     # channels_last lets oneDNN pick its fast convolution kernels: about 1.4x per step here.
-    model = GatedFusionNet(cfg=arch).to(memory_format=torch.channels_last)
-    weights = class_weights(samples['bev'], len(SEMANTIC_CLASSES))
+    model = GatedFusionNet(cfg=arch).to(device=device, memory_format=torch.channels_last)
+    weights = class_weights(samples['bev'], len(SEMANTIC_CLASSES)).to(device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate,
                                   weight_decay=cfg.weight_decay)
     n = samples['camera'].shape[0]
@@ -131,7 +144,8 @@ def train_model(samples: dict[str, np.ndarray], cfg: TrainConfig,
                    disable=not progress, leave=False)
         for step in bar:
             index = np.sort(order[step * cfg.batch_size:(step + 1) * cfg.batch_size])
-            batch = modality_dropout(_tensors(samples, index), cfg.dropout, gen)
+            batch = {key: value.to(device, non_blocking=True) for key, value in
+                     modality_dropout(_tensors(samples, index), cfg.dropout, gen).items()}
             out = model.forward_all(**{key: batch[key] for key in INPUT_KEYS})
             loss, parts = fusion_loss(out, batch['bev'], batch['ego'], batch['failed'],
                                       batch['available'], weights, LossWeights(), supervise)
@@ -150,7 +164,8 @@ def train_model(samples: dict[str, np.ndarray], cfg: TrainConfig,
         if progress:
             summary = ', '.join(f'{k} {v:.4f}' for k, v in means.items())
             tqdm.write(f'epoch {epoch + 1}: {summary}')
-    return model.to(memory_format=torch.contiguous_format).eval(), history
+    # Back on the CPU: evaluation, calibration and export all run there.
+    return model.to(device='cpu', memory_format=torch.contiguous_format).eval(), history
 
 
 def healthy_novelty_ceiling(model: GatedFusionNet, samples: dict[str, np.ndarray],
@@ -222,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--lr', type=float, default=TrainConfig.learning_rate)
     parser.add_argument('--seed', type=int, default=TrainConfig.seed)
     parser.add_argument('--threads', type=int, default=TrainConfig.threads)
+    parser.add_argument('--device', default=TrainConfig.device,
+                        help="where training steps run: 'cpu' or 'cuda[:N]' (a GPU)")
     parser.add_argument('--variant', choices=('gated', 'ungated'), default='gated',
                         help='ungated: gates pinned to availability, no gate supervision')
     parser.add_argument('--absent-code', action='store_true',
@@ -253,6 +270,10 @@ def main(argv: list[str] | None = None) -> int:
                         help='output directory (default models/, or data/models for ungated)')
     parser.add_argument('--name', default=None)
     args = parser.parse_args(argv)
+    try:
+        check_device(args.device)
+    except ValueError as error:
+        parser.error(str(error))
     started = time.monotonic()
     spec = dataset.DataSpec(data_dir=args.data_dir, duration_s=args.duration,
                             seeds_per_scenario={'train': args.seeds, 'test': 1})
@@ -266,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     gate_mode = 'learned' if gated else 'fixed'
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size,
                       learning_rate=args.lr, seed=args.seed, gate_mode=gate_mode,
-                      threads=args.threads, absent_code=args.absent_code,
+                      threads=args.threads, device=args.device, absent_code=args.absent_code,
                       gate_consistency=(gated if args.gate_consistency is None
                                         else args.gate_consistency),
                       gate_novelty=gated if args.gate_novelty is None else args.gate_novelty)
