@@ -43,7 +43,7 @@ def test_saved_inputs_split_into_checked_single_frame_feeds(metadata):
 def test_the_float64_reference_is_the_network_the_cpu_backend_runs(metadata):
     from fusion_nodes.inference.registry import make_backend
     feed = gpu.fixed_feed(metadata, 3)
-    reference = gpu.network_in(metadata, torch.float64, 'cpu')(feed)
+    reference = gpu.network_in(gpu.MODEL, torch.float64, 'cpu')(feed)
     with make_backend('torch', metadata, device='cpu') as backend:
         errors = gpu.errors({k: v.astype(np.float64) for k, v in backend.infer(feed).items()},
                             reference)

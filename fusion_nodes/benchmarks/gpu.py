@@ -29,7 +29,7 @@ from fusion_nodes.benchmarks.inference import fixed_feed, MODEL, time_in_turns
 from fusion_nodes.inference.metadata import load_metadata, ModelMetadata
 from fusion_nodes.inference.onnxruntime_backend import cpu_threads
 from fusion_nodes.inference.registry import make_backend
-from fusion_nodes.model.export import json_finite
+from fusion_nodes.model.export import json_finite, load_trained_model
 
 FEEDS = 6
 DEMO_BAG = MODEL.parents[1] / 'bags' / 'demo'
@@ -59,12 +59,16 @@ def environment() -> dict[str, Any]:
 
 
 def demo_bag_inputs() -> dict[str, np.ndarray]:
-    """DEMO_FRAMES camera frames of the demo bag, spread evenly, as the model's inputs."""
-    import yaml
+    """DEMO_FRAMES camera frames of the demo bag, spread evenly, as the model's inputs.
+
+    The sensor nodes' parameters are fusion.yaml with the demo overlay, as `make demo` and
+    `fusion-eval --bag` run them.
+    """
     from fusion_nodes.model.bag_samples import extract_bag_samples
     from fusion_nodes.model.predict import INPUT_KEYS
-    overlay = yaml.safe_load(DEMO_OVERLAY.read_text())
-    params = {node: section['ros__parameters'] for node, section in overlay.items()}
+    from fusion_nodes.tools.node_set import default_params_file
+    from fusion_nodes.tools.params_overlay import merged_parameters
+    params = merged_parameters(default_params_file(), DEMO_OVERLAY)
     samples = extract_bag_samples(DEMO_BAG, node_params=params)
     rows = np.linspace(0, len(samples['camera']) - 1, DEMO_FRAMES).round().astype(int)
     return {key: samples[key][rows] for key in INPUT_KEYS}
@@ -82,14 +86,11 @@ def split_feeds(arrays: Any, metadata: ModelMetadata) -> list[dict[str, np.ndarr
              for spec in metadata.inputs} for row in range(rows)]
 
 
-def network_in(metadata: ModelMetadata, dtype: Any, device: str) -> Any:
-    """infer(feed) for the shipped network with its weights, cast to dtype on device."""
+def network_in(model_json: Path, dtype: Any, device: str) -> Callable[[dict], dict]:
+    """infer(feed) for a saved network with its weights, cast to dtype on device."""
     import torch
-    from fusion_nodes.inference.torch_backend import default_factory
-    model = default_factory(metadata)
-    model.load_state_dict(torch.load(metadata.torch_weights_path, map_location='cpu',
-                                     weights_only=True))
-    model = model.to(device=device, dtype=dtype).eval()
+    model, metadata = load_trained_model(model_json)
+    model = model.to(device=device, dtype=dtype)
     names = [spec['name'] for spec in metadata.outputs]
 
     def infer(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -121,49 +122,39 @@ def errors(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> dict[str,
     return result
 
 
-def accuracy(metadata: ModelMetadata, variants: dict[str, tuple[str, dict]],
-             feeds: list[dict[str, np.ndarray]],
-             plain: dict[str, Callable[[dict], dict]]) -> dict[str, dict[str, float]]:
-    """Worst error against float64 over the feeds, visited twice in turn, per backend variant
-    and per plain infer function (a network outside any backend)."""
-    import torch
-    reference = network_in(metadata, torch.float64, 'cpu')
+def accuracy(infers: dict[str, Callable[[dict], dict]], reference: Callable[[dict], dict],
+             feeds: list[dict[str, np.ndarray]]) -> dict[str, dict[str, float]]:
+    """Each infer function's worst error against the reference over the feeds, visited twice
+    in turn."""
     wanted = [reference(feed) for feed in feeds]
     order = list(range(len(feeds))) + list(reversed(range(len(feeds))))
     table = {}
-    with ExitStack() as stack:
-        runners = {label: stack.enter_context(make_backend(name, metadata, **options)).infer
-                   for label, (name, options) in variants.items()}
-        for label, infer in {**runners, **plain}.items():
-            worst: dict[str, float] = {}
-            for index in order:
-                got = {k: v.astype(np.float64) for k, v in infer(feeds[index]).items()}
-                for key, value in errors(got, wanted[index]).items():
-                    worst[key] = (min(worst.get(key, True), value) if key == 'finite'
-                                  else max(worst.get(key, 0.0), value))
-            table[label] = worst
+    for label, infer in infers.items():
+        worst: dict[str, float] = {}
+        for index in order:
+            got = {k: v.astype(np.float64) for k, v in infer(feeds[index]).items()}
+            for key, value in errors(got, wanted[index]).items():
+                worst[key] = (min(worst.get(key, True), value) if key == 'finite'
+                              else max(worst.get(key, 0.0), value))
+        table[label] = worst
     return table
 
 
-def replay_ms(metadata: ModelMetadata, allow_tf32: bool) -> float:
-    """Median CUDA-event time of one graph replay, without the host-device copies."""
+def replay_ms(backend: Any) -> float:
+    """Median CUDA-event time of one replay of an active torch backend's graph, without the
+    host-device copies."""
     import torch
-    from fusion_nodes.inference.torch_backend import TorchBackend
-    feed = fixed_feed(metadata)
-    backend = TorchBackend(metadata, device='cuda', allow_tf32=allow_tf32)
-    with backend:
-        backend.infer(feed)
-        graph = backend._graph  # the benchmark reaches in: only the replay is timed here
-        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        times = []
-        for _ in range(5):
-            torch.cuda.synchronize()
-            start.record()
-            for _ in range(EVENT_REPLAYS):
-                graph.replay()
-            stop.record()
-            stop.synchronize()
-            times.append(start.elapsed_time(stop) / EVENT_REPLAYS)
+    graph = backend._graph  # the benchmark reaches in: only the replay is timed here
+    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = []
+    for _ in range(5):
+        torch.cuda.synchronize()
+        start.record()
+        for _ in range(EVENT_REPLAYS):
+            graph.replay()
+        stop.record()
+        stop.synchronize()
+        times.append(start.elapsed_time(stop) / EVENT_REPLAYS)
     return float(np.median(times))
 
 
@@ -209,31 +200,33 @@ def run(json_path: str | None = None, feeds_path: str | None = None
     }
     if 'CUDAExecutionProvider' in info['onnxruntime_providers']:
         variants['onnxruntime cuda'] = ('onnxruntime', {'providers': ['CUDAExecutionProvider']})
-    half = network_in(metadata, torch.float16, 'cuda')
     feed_sets = {'random': [fixed_feed(metadata, seed) for seed in range(FEEDS)]}
     if feeds_path:
         with np.load(feeds_path) as arrays:
             feed_sets['demo bag'] = split_feeds(arrays, metadata)
     elif importlib.util.find_spec('rosbags') is not None and DEMO_BAG.is_dir():
         feed_sets['demo bag'] = split_feeds(demo_bag_inputs(), metadata)
-    for set_name, feeds in feed_sets.items():
-        table = accuracy(metadata, variants, feeds, {'torch cuda float16': half})
-        report[f'accuracy_vs_float64 ({set_name})'] = table
-        print(f'-- worst error against float64 on {len(feeds)} {set_name} inputs')
-        for label, row in table.items():
-            print(f'{label:24s} ' + ', '.join(f'{k} {v:.3g}' for k, v in row.items()))
-    feed = fixed_feed(metadata)
+    reference = network_in(MODEL, torch.float64, 'cpu')
     with ExitStack() as stack:
         backends = {label: stack.enter_context(make_backend(name, metadata, **options))
                     for label, (name, options) in variants.items()}
-        times = time_in_turns(backends, feed, FRAMES)
+        infers = {label: backend.infer for label, backend in backends.items()}
+        infers['torch cuda float16'] = network_in(MODEL, torch.float16, 'cuda')
+        for set_name, feeds in feed_sets.items():
+            table = accuracy(infers, reference, feeds)
+            report[f'accuracy_vs_float64 ({set_name})'] = table
+            print(f'-- worst error against float64 on {len(feeds)} {set_name} inputs')
+            for label, row in table.items():
+                print(f'{label:24s} ' + ', '.join(f'{k} {v:.3g}' for k, v in row.items()))
+        times = time_in_turns(backends, fixed_feed(metadata), FRAMES)
+        report['graph_replay_ms'] = {
+            'float32': replay_ms(backends['torch cuda graph']),
+            'tf32': replay_ms(backends['torch cuda graph, tf32'])}
     report['latency_ms'] = {}
     for label, values in times.items():
         p50, p99 = np.percentile(values, [50, 99])
         report['latency_ms'][label] = {'p50': float(p50), 'p99': float(p99)}
         print(f'{label:24s} infer() p50 {p50:7.3f} ms  p99 {p99:7.3f} ms  ({FRAMES} frames)')
-    report['graph_replay_ms'] = {'float32': replay_ms(metadata, False),
-                                 'tf32': replay_ms(metadata, True)}
     print('graph replay alone (CUDA events):', json.dumps(report['graph_replay_ms']))
     baseline = report['latency_ms']['torch cpu']['p50']
     graph = report['latency_ms']['torch cuda graph']['p50']
