@@ -39,19 +39,30 @@ def _events(seed: int, seconds: float, offsets_ms: dict[str, float]):
     return events
 
 
-def _run(aligner, events, signatures: bool = True) -> list:
-    """Feed the events in arrival order, polling at arrivals and deadlines; the frames."""
+def _run(aligner, events, signatures: bool = True, deferred: bool = False) -> list:
+    """Feed the events in arrival order, polling at arrivals and deadlines; the frames.
+
+    deferred: as fusion_node, poll without estimating and run a due estimate after each poll
+    that emitted frames.
+    """
     frames = []
+
+    def poll(now: int) -> None:
+        polled = aligner.poll(now, estimate=False) if deferred else aligner.poll(now)
+        frames.extend(polled)
+        if deferred and polled:
+            aligner.update_offsets()
+
     for arrival, name, stamp, sig, capture in events:
         deadline = aligner.next_deadline_ns()
         while deadline is not None and deadline <= arrival:
-            frames += aligner.poll(deadline)
+            poll(deadline)
             deadline = aligner.next_deadline_ns()
         if signatures:
             aligner.push(name, stamp, arrival, sig, capture)
         else:
             aligner.push(name, stamp, arrival, capture)
-        frames += aligner.poll(arrival)
+        poll(arrival)
     return frames
 
 
@@ -69,6 +80,33 @@ def test_offsets_recovered_and_pairs_follow_true_capture():
             # Matched on corrected time, the lidar capture is the nearest one (10 Hz grid).
             assert abs(m.payload - f.payload) <= 0.05 + 1e-6
     assert all(f.added_wait_ns <= SYNTH.max_wait_ns for f in frames)
+
+
+def test_estimates_deferred_after_the_outputs_recover_the_same_offsets():
+    events = _events(1, 40.0, {'lidar': 80.0, 'gps': -60.0})
+    inline = StreamAligner(SYNTH)
+    inline_frames = _run(inline, events)
+    deferred = StreamAligner(SYNTH)
+    ran = []
+    update = deferred.update_offsets
+    deferred.update_offsets = lambda: ran.append(update()) or ran[-1]
+    frames = _run(deferred, events, deferred=True)
+    # Every estimate ran in update_offsets(), none inside poll(estimate=False), and as many
+    # as inline.
+    assert deferred.stats()['estimates_run'] == sum(ran) == inline.stats()['estimates_run']
+    assert sum(ran) > 10
+    for name, expected in (('lidar', 80.0), ('gps', -60.0)):
+        assert deferred.offsets()[name].valid
+        assert abs(deferred.offsets()[name].offset_ns / MS - expected) < 5.0
+    assert [f.stamp_ns for f in frames] == [f.stamp_ns for f in inline_frames]
+    # A frame is matched with the offset in force before the estimate its arrival made due,
+    # so at most the frames right after a change of offset can pair differently.
+
+    def sample(match) -> float | None:
+        return None if match is None else match.payload
+    differ = sum(sample(f.matches[s]) != sample(g.matches[s])
+                 for f, g in zip(frames, inline_frames) for s in ('lidar', 'gps'))
+    assert differ <= 0.01 * len(frames)
 
 
 def test_flat_signatures_hold_the_estimate():

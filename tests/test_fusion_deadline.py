@@ -178,3 +178,31 @@ def test_a_scan_of_the_wrong_shape_is_not_moved_but_rejected(rclpy_session, tmp_
         assert node.inference_errors.total == errors + 1
     finally:
         node.destroy_node()
+
+
+def test_offset_estimates_run_after_the_frame_is_fused(rclpy_session, tmp_path):
+    """The DTW window estimate (milliseconds) never runs between a frame and its output."""
+    node = _fusion_node(tmp_path, max_wait_ms=0.0)
+    events = []
+    infer, poll, update = node.backend.infer, node.aligner.poll, node.aligner.update_offsets
+    node.backend.infer = lambda feed: events.append('infer') or infer(feed)
+    node.aligner.poll = lambda now, estimate=True: (
+        events.append(f'poll estimate={estimate}') or poll(now, estimate))
+    node.aligner.update_offsets = lambda: events.append('update') or update()
+    try:
+        shape = node.input_shapes['camera'][1:]
+        health = np.zeros(node.input_shapes['health'][-1], np.float32)
+        first = node.get_clock().now().nanoseconds
+        for k in range(60):  # 2 s of camera stamps: estimates fall due every 0.5 s
+            now = node.get_clock().now().nanoseconds
+            node._accept(node.tracks['camera'], SensorSample(
+                'camera', first + k * 33_333_333, now, np.zeros(shape, np.float32), health,
+                float(k % 7)))
+        assert node.published == 60
+        assert node.aligner.stats()['estimates_run'] >= 2
+        assert set(e for e in events if e.startswith('poll')) == {'poll estimate=False'}
+        # update_offsets() comes after each poll's inference, never between poll and infer.
+        assert events.count('update') == 60
+        assert all(events[i - 1] == 'infer' for i, e in enumerate(events) if e == 'update')
+    finally:
+        node.destroy_node()

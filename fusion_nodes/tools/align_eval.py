@@ -160,43 +160,45 @@ def _true_offset_ns(streams: dict[str, Delivered], stream: str, timing: SensorTi
 def _run_online(aligner, streams, events, timed: bool, signatures: bool):
     """Drive an online aligner through the merged events, polling at arrivals and deadlines.
 
-    Returns the frames, the offsets (ns per stream) the matcher applied to each frame (None for
-    a matcher without offsets), and the per-message update times.
+    As fusion_node does, a due offset estimate runs after the frames of a poll are taken, so
+    the per-message update time holds push and poll alone (the estimates are timed on their
+    own, estimate_us). Returns the frames, the offsets (ns per stream) the matcher applied to
+    each frame (None for a matcher without offsets), and the per-message update times.
     """
     frames, offsets, update_us = [], [], []
     has_offsets = getattr(aligner, 'offsets', None) is not None
+    deferred = getattr(aligner, 'update_offsets', None) is not None
+
+    def poll(now_ns: int) -> list:
+        return aligner.poll(now_ns, estimate=False) if deferred else aligner.poll(now_ns)
 
     def take(polled) -> None:
         frames.extend(polled)
         if polled:
-            # poll() folds the window estimate in before it emits, so these are the offsets
-            # the matcher just used.
+            # Read before the deferred estimate: the offsets the matcher just used.
             now = {s: o.offset_ns for s, o in aligner.offsets().items()} if has_offsets \
                 else None
             offsets.extend([now] * len(polled))
+            if deferred:
+                aligner.update_offsets()
 
     for arrival, _, name, i in events:
         deadline = aligner.next_deadline_ns()
         while deadline is not None and deadline <= arrival:
-            take(aligner.poll(deadline))
+            take(poll(deadline))
             deadline = aligner.next_deadline_ns()
         d = streams[name]
         start = time.perf_counter()
-        est_before = len(getattr(aligner, 'estimate_us', ()))
         if signatures:
             aligner.push(name, int(d.stamp[i]), arrival, float(d.signature[i]), i)
         else:
             aligner.push(name, int(d.stamp[i]), arrival, i)
-        polled = aligner.poll(arrival)
+        polled = poll(arrival)
         elapsed = (time.perf_counter() - start) * 1e6
         take(polled)
         if timed:
-            # The periodic window estimate is reported on its own (estimate_us).
-            est = getattr(aligner, 'estimate_us', ())
-            if len(est) > est_before:
-                elapsed -= est[-1]
             update_us.append(elapsed)
-    take(aligner.poll(events[-1][0] + 10 * NS_PER_S))
+    take(poll(events[-1][0] + 10 * NS_PER_S))
     return frames, offsets, update_us
 
 

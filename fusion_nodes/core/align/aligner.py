@@ -5,8 +5,9 @@ stream or None, as soon as no better sample can still arrive, and never later th
 after the frame arrived. A stream sample's stamp is de-jittered (PeriodFit) and moved into the
 reference clock by subtracting that stream's estimated offset; the match is then read off a
 banded, monotone DTW over the last few reference frames (dtw.match_last). Offsets come from
-the motion signatures (offset.py), re-estimated every reestimate_period_ns of reference time
-inside poll(), one stream per call, so the cost is spread over calls.
+the motion signatures (offset.py), re-estimated every reestimate_period_ns of reference time,
+one stream per call, so the cost is spread over calls: inside poll(), or in update_offsets()
+for a caller that runs it after its outputs are out (fusion_node does).
 
 Time is int ns. stamp is the sensor's header stamp (its own clock); arrival is the receiver's
 clock (when the message reached us). The two are never compared directly.
@@ -296,10 +297,16 @@ class StreamAligner:
 
     # ---- output ------------------------------------------------------------------------
 
-    def poll(self, now_ns: int) -> list[AlignedFrame]:
-        """Reference frames that are complete or whose max_wait has run out, oldest first."""
+    def poll(self, now_ns: int, estimate: bool = True) -> list[AlignedFrame]:
+        """Reference frames that are complete or whose max_wait has run out, oldest first.
+
+        With estimate, a window estimate that is due runs first, so these frames use it. A
+        caller that must not hold frames behind it passes False and calls update_offsets()
+        once their outputs are out.
+        """
         now_ns = _as_ns(now_ns, 'now_ns')
-        self._maybe_estimate()
+        if estimate:
+            self._maybe_estimate()
         out, self._ready = self._ready, []
         still: deque[_Sample] = deque()
         for frame in self._pending:
@@ -413,11 +420,15 @@ class StreamAligner:
 
     # ---- offset estimation ---------------------------------------------------------------
 
-    def _maybe_estimate(self) -> None:
+    def update_offsets(self) -> bool:
+        """Run the window estimate that is due, if any (at most one); True if one ran."""
+        return self._maybe_estimate()
+
+    def _maybe_estimate(self) -> bool:
         cfg = self.config
         newest = self._streams[cfg.reference].series.last_time()
         if newest is None:
-            return
+            return False
         for k, name in enumerate(cfg.streams):
             due = self._next_estimate[name]
             if due is None:
@@ -430,7 +441,8 @@ class StreamAligner:
                 start = time.perf_counter()
                 self.estimate_now(name, newest)
                 self.estimate_us.append((time.perf_counter() - start) * 1e6)
-                return
+                return True
+        return False
 
     def estimate_now(self, stream: str, end_ns: int) -> WindowEstimate:
         """Run one window estimate for a stream ending at end_ns (reference clock); fold it in."""
