@@ -1,11 +1,15 @@
 """fusion-eval's acceptance logic, table, plot and product samples, on hand-made inputs."""
 
+from pathlib import Path
+import shutil
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
+import torch
 
 from fusion_nodes.model.evaluate import (
-    acceptance, markdown, METHODS, plot_timelines, product_samples)
+    acceptance, load_model, markdown, METHODS, plot_timelines, product_samples)
 from tests.mount_scenes import occupancy, PILLARS, scene
 
 
@@ -132,3 +136,16 @@ def test_product_samples_follow_each_nodes_mount_check_parameter():
     camera_off = {'camera_node': {'mount_check': False}}
     np.testing.assert_array_equal(
         product_samples(samples, model, camera_off)['available'][:, 1], dropped)
+
+
+def test_load_model_gives_the_saved_weights_and_refuses_altered_files(tmp_path):
+    for suffix in ('json', 'onnx', 'pt'):
+        shutil.copy(Path(__file__).parents[1] / 'models' / f'gated_fusion.{suffix}', tmp_path)
+    json_path, weights = tmp_path / 'gated_fusion.json', tmp_path / 'gated_fusion.pt'
+    model = load_model(json_path)
+    saved = torch.load(weights, weights_only=True)
+    assert not model.training
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in saved.items())
+    torch.save({k: v + 1 for k, v in saved.items()}, weights)
+    with pytest.raises(ValueError, match='sha256'):
+        load_model(json_path)

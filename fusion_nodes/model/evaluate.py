@@ -26,10 +26,10 @@ import torch
 
 from fusion_nodes.core.config import NS_PER_S, SEMANTIC_CLASSES, SENSORS
 from fusion_nodes.model import dataset
-from fusion_nodes.model.export import file_sha256, json_finite
+from fusion_nodes.model.export import json_finite, load_trained_model
 from fusion_nodes.model.features import camera_preprocess_config
 from fusion_nodes.model.metrics import confusion, gate_means, mean_iou, object_hits, rmse
-from fusion_nodes.model.network import build_model, GatedFusionNet
+from fusion_nodes.model.network import GatedFusionNet
 from fusion_nodes.model.predict import predict, without_errors
 from fusion_nodes.nodes.params import sensor_params_in_force
 from fusion_nodes.sim.scenario import load_scenario
@@ -43,17 +43,9 @@ GATE_HEALTHY_MIN = 0.8
 
 
 def load_model(metadata_path: Path) -> GatedFusionNet:
-    """The torch model a metadata JSON describes, with its weights checked against the hash."""
-    metadata_path = Path(metadata_path)
-    if not metadata_path.is_file():
-        raise ValueError(f'model metadata {metadata_path} does not exist')
-    metadata = json.loads(metadata_path.read_text())
-    weights = metadata_path.parent / metadata['torch_weights_file']
-    if file_sha256(weights) != metadata['torch_weights_sha256']:
-        raise ValueError(f'{weights} does not match torch_weights_sha256 in {metadata_path}')
-    model = build_model(metadata)
-    model.load_state_dict(torch.load(weights, weights_only=True))
-    return model.eval()
+    """The eval-mode torch model a metadata JSON describes, its files checked against their
+    sha256 (export.load_trained_model)."""
+    return load_trained_model(Path(metadata_path))[0]
 
 
 def _scores(bev_pred: np.ndarray, ego_pred: np.ndarray, samples: dict) -> dict[str, float]:
