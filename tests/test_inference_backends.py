@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from fusion_nodes.inference import registry
 from fusion_nodes.inference.metadata import load_metadata
@@ -60,14 +61,46 @@ def test_tensorrt_without_tensorrt_says_how_to_install(tiny):
         make_backend('tensorrt', tiny)
 
 
-@pytest.mark.parametrize('trt_found, gpu, expected', [
-    (True, True, 'tensorrt'), (True, False, 'onnxruntime'), (False, True, 'onnxruntime')])
-def test_auto_picks_tensorrt_only_with_tensorrt_and_a_gpu(monkeypatch, trt_found, gpu, expected):
-    real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(registry.importlib.util, 'find_spec', lambda name: (
-        object() if trt_found else None) if name == 'tensorrt' else real_find_spec(name))
+@pytest.mark.parametrize('gpu, usable, expected', [
+    (True, {'tensorrt', 'onnxruntime', 'torch'}, 'tensorrt'),
+    (True, {'onnxruntime', 'torch'}, 'onnxruntime'),
+    (True, {'torch'}, 'torch'),
+    (True, set(), 'onnxruntime'),
+    (False, {'tensorrt', 'onnxruntime', 'torch'}, 'onnxruntime')])
+def test_auto_picks_the_fastest_runtime_the_machine_has(monkeypatch, gpu, usable, expected):
     monkeypatch.setattr(registry, '_gpu_present', lambda: gpu)
+    monkeypatch.setattr(registry, '_GPU_PREFERENCE', tuple(
+        (name, lambda name=name: name in usable) for name, _ in registry._GPU_PREFERENCE))
     assert registry.resolve_auto() == expected
+
+
+def test_auto_checks_for_each_gpu_runtime(monkeypatch):
+    order = [name for name, _ in registry._GPU_PREFERENCE]
+    assert order == ['tensorrt', 'onnxruntime', 'torch']
+    real_find_spec = importlib.util.find_spec
+    for found in (True, False):
+        monkeypatch.setattr(registry.importlib.util, 'find_spec', lambda name: (
+            object() if found else None) if name == 'tensorrt' else real_find_spec(name))
+        assert registry._tensorrt_importable() is found
+    monkeypatch.undo()
+    asked = []
+
+    def distribution(name):
+        asked.append(name)
+        if name not in installed:
+            raise registry.importlib.metadata.PackageNotFoundError(name)
+        return object()
+    monkeypatch.setattr(registry.importlib.metadata, 'distribution', distribution)
+    for installed, expected in ((['onnxruntime'], False), (['onnxruntime-gpu'], True)):
+        assert registry._onnxruntime_gpu_installed() is expected
+    assert asked == ['onnxruntime-gpu'] * 2
+    monkeypatch.undo()
+    assert registry._torch_cuda_usable() is torch.cuda.is_available()
+
+    def not_installed(name):
+        raise RuntimeError(f'backend {name!r} cannot be used')
+    monkeypatch.setattr(registry, 'backend_class', not_installed)
+    assert registry._torch_cuda_usable() is False
 
 
 def test_make_backend_builds_the_named_class_unactivated(tiny):

@@ -1,6 +1,7 @@
 """Backend selection by name, from a table; each runtime is imported only by its own module."""
 
 import importlib
+import importlib.metadata
 import importlib.util
 import os
 from typing import Any
@@ -40,9 +41,13 @@ def backend_class(name: str) -> type[Backend]:
 
 
 def resolve_auto() -> str:
-    """tensorrt when it is importable and a GPU is present, else onnxruntime."""
-    if importlib.util.find_spec('tensorrt') is not None and _gpu_present():
-        return 'tensorrt'
+    """The fastest runtime this machine has, in the order measured (README, "Choosing
+    backend"): with a GPU, tensorrt, then onnxruntime-gpu (its TensorRT and CUDA providers),
+    then torch on CUDA; else onnxruntime on the CPU."""
+    if _gpu_present():
+        for name, usable in _GPU_PREFERENCE:
+            if usable():
+                return name
     return 'onnxruntime'
 
 
@@ -60,6 +65,33 @@ def make_backend(name: str, model: str | os.PathLike | ModelMetadata,
         name = resolve_auto()
     metadata = model if isinstance(model, ModelMetadata) else load_metadata(model)
     return backend_class(name)(metadata, **options)
+
+
+def _tensorrt_importable() -> bool:
+    return importlib.util.find_spec('tensorrt') is not None
+
+
+def _onnxruntime_gpu_installed() -> bool:
+    # The GPU build is its own distribution; asking for it avoids importing the runtime.
+    try:
+        importlib.metadata.distribution('onnxruntime-gpu')
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def _torch_cuda_usable() -> bool:
+    if importlib.util.find_spec('torch') is None:
+        return False
+    try:
+        return backend_class('torch').cuda_usable()
+    except RuntimeError:
+        return False
+
+
+_GPU_PREFERENCE = (('tensorrt', _tensorrt_importable),
+                   ('onnxruntime', _onnxruntime_gpu_installed),
+                   ('torch', _torch_cuda_usable))
 
 
 def _gpu_present() -> bool:

@@ -39,6 +39,11 @@ class TorchBackend(Backend):
 
     name = 'torch'
 
+    @staticmethod
+    def cuda_usable() -> bool:
+        """Whether this torch build can run on a GPU here (backend 'auto' asks)."""
+        return torch.cuda.is_available()
+
     def __init__(self, metadata: ModelMetadata, model_factory: ModelFactory | None = None,
                  device: str = 'auto', use_cuda_graph: bool = True,
                  threads: int | None = None, allow_tf32: bool = False) -> None:
