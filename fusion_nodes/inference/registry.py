@@ -81,8 +81,6 @@ def _onnxruntime_gpu_installed() -> bool:
 
 
 def _torch_cuda_usable() -> bool:
-    if importlib.util.find_spec('torch') is None:
-        return False
     try:
         return backend_class('torch').cuda_usable()
     except RuntimeError:
