@@ -2,18 +2,19 @@
 
 import sys
 
+import cv2
 import numpy as np
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
 from fusion_nodes import conversions
-from fusion_nodes.core.align.signatures import frame_difference_energy
+from fusion_nodes.core.align.ego_speed import GroundPatchSpeed
 from fusion_nodes.core.assessment import assess_camera, assess_camera_mount
 from fusion_nodes.core.camera import (
     CAMERA_HEALTH_FEATURES, CameraHealthConfig, CameraHealthTracker, grey_from_network_input,
     preprocess_camera)
 from fusion_nodes.core.camera_mount import CameraMountMonitor
-from fusion_nodes.core.config import CameraPreprocessConfig
+from fusion_nodes.core.config import CameraModel, CameraPreprocessConfig
 from fusion_nodes.nodes.params import CAMERA_PARAMS
 from fusion_nodes.nodes.runner import run_node
 from fusion_nodes.nodes.sensor_node import ERROR, RELIABLE_OUTPUT, SensorNode
@@ -43,7 +44,7 @@ class CameraNode(SensorNode):
             sharpness_ref=float(p['sharpness_ref']), frozen_diff=float(p['frozen_diff']),
             frozen_frames=int(p['frozen_frames'])))
         msg_type, topic, self._decode = _TRANSPORTS[transport]
-        self._previous_grey: np.ndarray | None = None
+        self.ground_speed = GroundPatchSpeed(camera_model_from_params(p))
         self.mount_monitor = CameraMountMonitor() if p['mount_check'] else None
         self.features_pub = self.create_publisher(Image, 'camera/features', RELIABLE_OUTPUT)
         self.create_subscription(msg_type, topic, self._on_image, qos_profile_sensor_data)
@@ -56,8 +57,12 @@ class CameraNode(SensorNode):
         features = preprocess_camera(rgb, self.preprocess_cfg)
         health = self.tracker.update(rgb)
         grey = grey_from_network_input(features, self.preprocess_cfg)
-        signature = frame_difference_energy(self._previous_grey, grey)
-        self._previous_grey = grey
+        signature = self.ground_speed.update(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
+        if rgb.shape[1::-1] != self.ground_speed.image_size:
+            self.get_logger().warning(
+                f'{rgb.shape[1]}x{rgb.shape[0]} frames against a {self.ground_speed.image_size[0]}'
+                f'x{self.ground_speed.image_size[1]} calibration: no clock-offset signature',
+                throttle_duration_sec=float(self.params['warn_throttle_s']))
         out = conversions.numpy_to_image(
             np.ascontiguousarray(features.transpose(1, 2, 0)), '32FC3', header=msg.header)
         self.features_pub.publish(out)
@@ -71,6 +76,21 @@ class CameraNode(SensorNode):
             extra.update({'mount.log_ratio': mount.log_ratio, 'mount.cusum': mount.cusum,
                           'mount.steps': mount.steps})
         self.publish_health(msg.header, health, level, message, extra)
+
+
+def camera_model_from_params(p) -> CameraModel:
+    """The pinhole model and base_link pose that camera_node's parameters describe."""
+    matrix = [float(v) for v in p['camera_matrix']]
+    translation = tuple(float(v) for v in p['extrinsic_translation'])
+    rpy = tuple(float(v) for v in p['extrinsic_rpy'])
+    if len(matrix) != 4 or len(translation) != 3 or len(rpy) != 3:
+        raise ValueError('camera_matrix needs fx, fy, cx, cy; extrinsic_translation and '
+                         'extrinsic_rpy need 3 values each')
+    if min(matrix[:2]) <= 0.0 or min(int(p['image_width']), int(p['image_height'])) <= 0:
+        raise ValueError('camera_matrix focal lengths and the image size must be positive')
+    return CameraModel(width=int(p['image_width']), height=int(p['image_height']),
+                       fx=matrix[0], fy=matrix[1], cx=matrix[2], cy=matrix[3],
+                       translation=translation, rpy=rpy)
 
 
 def main(args: list[str] | None = None) -> None:

@@ -7,7 +7,7 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, PointCloud2
 
 from fusion_nodes import conversions
-from fusion_nodes.core.align.signatures import scan_change_energy
+from fusion_nodes.core.align.ego_speed import ObstacleDisplacement
 from fusion_nodes.core.assessment import assess_lidar, assess_lidar_mount
 from fusion_nodes.core.config import BevGrid, PillarConfig, rotation_rpy
 from fusion_nodes.core.lidar import (
@@ -40,7 +40,7 @@ class LidarNode(SensorNode):
         self.tracker = LidarHealthTracker(LidarHealthConfig(
             expected_points=int(p['expected_points']), near_range=float(p['near_range'])))
         self.mount_monitor = LidarMountMonitor(grid) if p['mount_check'] else None
-        self._previous_occupancy: np.ndarray | None = None
+        self.displacement = ObstacleDisplacement()
         self.bev_pub = self.create_publisher(Image, 'lidar/bev', RELIABLE_OUTPUT)
         self.create_subscription(PointCloud2, 'lidar/points', self._on_cloud,
                                  qos_profile_sensor_data)
@@ -54,8 +54,7 @@ class LidarNode(SensorNode):
         health = self.tracker.update(xyzi, total)
         base = lidar_points_to_base(xyzi, self._translation, self._rotation)
         bev = pillarize(base, self.pillar_cfg)
-        signature = scan_change_energy(self._previous_occupancy, bev[0])
-        self._previous_occupancy = bev[0]
+        signature = self.displacement.update(base)
         out = conversions.numpy_to_image(
             np.ascontiguousarray(bev.transpose(1, 2, 0)), '32FC4', header=msg.header)
         self.bev_pub.publish(out)

@@ -25,6 +25,12 @@ CAMERA_PARAMS = {
     'frozen_diff': 0.25,
     'frozen_frames': 3,
     'mount_check': True,
+    # Calibration for the clock-offset signature (road speed seen through the camera).
+    'image_width': 640,
+    'image_height': 480,
+    'camera_matrix': [320.0, 320.0, 320.0, 240.0],
+    'extrinsic_translation': [1.5, 0.0, 1.6],
+    'extrinsic_rpy': [0.0, 0.08, 0.0],
 }
 
 LIDAR_PARAMS = {

@@ -2,11 +2,11 @@
 
 Streams come from the scenario generator (fusion_nodes.sim.world.World). Each seed's sensor
 data is a function of true capture time alone, so its per-capture signature inputs are computed
-once, exactly as the nodes compute them (camera: 128x96 network input back in grey, then
-frame_difference_energy; lidar: the BEV's first channel from pillarize, then scan_change_energy;
-GPS: GpsSpeedTrack over the delivered fixes' ENU positions and stamps), and every grid cell only
-re-times them with apply_timing (stamps, arrivals, drops; difference signatures are taken
-against the previous delivered message, as a node would).
+once, exactly as the nodes compute them (camera: GroundPatchSpeed on the full-size grey frame;
+lidar: obstacle_centroids of the sweep in base_link; GPS: GpsSpeedTrack over the delivered
+fixes' ENU positions and stamps), and every grid cell only re-times them with apply_timing
+(stamps, arrivals, drops; the lidar displacement is taken against the previous delivered sweep,
+as the node does).
 
 Definitions (see core/align/README.md):
 - pairing accuracy: share of (reference frame, stream) pairs where the method returned the
@@ -28,18 +28,19 @@ from pathlib import Path
 import sys
 import time
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
 from fusion_nodes.core.align.aligner import AlignerConfig, StreamAligner
 from fusion_nodes.core.align.baselines import (
     ApproximateTimeSync, NearestStampMatcher, xcorr_offset)
-from fusion_nodes.core.align.signatures import (
-    frame_difference_energy, GpsSpeedTrack, scan_change_energy)
-from fusion_nodes.core.camera import grey_from_network_input, preprocess_camera
-from fusion_nodes.core.config import CameraPreprocessConfig, NS_PER_S, PillarConfig
+from fusion_nodes.core.align.ego_speed import (
+    cluster_displacement, GroundPatchSpeed, obstacle_centroids)
+from fusion_nodes.core.align.signatures import GpsSpeedTrack
+from fusion_nodes.core.config import NS_PER_S
 from fusion_nodes.core.geodesy import EnuFrame
-from fusion_nodes.core.lidar import lidar_points_to_base, pillarize
+from fusion_nodes.core.lidar import lidar_points_to_base
 from fusion_nodes.sim.scenario import load_scenario
 from fusion_nodes.sim.timing import apply_timing, capture_times, SensorTiming
 from fusion_nodes.sim.world import World
@@ -59,8 +60,8 @@ class SeedData:
     timing: dict[str, SensorTiming]
     start_ns: int
     capture: dict[str, np.ndarray]
-    camera_energy: np.ndarray      # frame-difference energy against the previous capture
-    occupancy: np.ndarray          # (n, 64, 64) float32 BEV channel 0 per sweep, as the node
+    camera_shift: np.ndarray       # forward road displacement (m) since the previous capture
+    clusters: list[np.ndarray]     # per sweep, (k, 2) obstacle cluster centroids in base_link
     enu: np.ndarray                # (n, 2) GPS east/north per fix (NaN without a fix)
 
 
@@ -72,27 +73,21 @@ def extract_seed(scenario_name: str, seed: int, duration_s: float) -> SeedData:
     duration_ns = round(duration_s * NS_PER_S)
     timing = dict(scenario.timing)
     capture = {s: capture_times(timing[s], start, duration_ns) for s in ('camera',) + STREAMS}
-    cam_cfg = CameraPreprocessConfig()
-    energies, prev = [], None
-    for t in capture['camera']:
-        grey = grey_from_network_input(preprocess_camera(world.render_camera(int(t)), cam_cfg),
-                                       cam_cfg)
-        energies.append(frame_difference_energy(prev, grey))
-        prev = grey
-    pillars = PillarConfig()
-    occupancy = []
+    ground = GroundPatchSpeed(scenario.camera)
+    shifts = [ground.update(cv2.cvtColor(world.render_camera(int(t)), cv2.COLOR_RGB2GRAY))
+              for t in capture['camera']]
+    clusters = []
     for t in capture['lidar']:
         scan = world.lidar_scan(int(t))
         xyzi = np.stack([scan['x'], scan['y'], scan['z'], scan['intensity']], axis=1)
-        base = lidar_points_to_base(xyzi, scenario.lidar.translation)
-        occupancy.append(np.asarray(pillarize(base, pillars)[0], np.float32))
+        clusters.append(obstacle_centroids(lidar_points_to_base(xyzi, scenario.lidar.translation)))
     frame = EnuFrame(*scenario.origin)
     enu = np.full((capture['gps'].size, 2), np.nan)
     for k, t in enumerate(capture['gps']):
         fix = world.gps_fix(int(t))
         if fix is not None and math.isfinite(fix.latitude):
             enu[k] = frame.to_enu(fix.latitude, fix.longitude, fix.altitude)[:2]
-    return SeedData(timing, start, capture, np.asarray(energies), np.asarray(occupancy), enu)
+    return SeedData(timing, start, capture, np.asarray(shifts), clusters, enu)
 
 
 @dataclass
@@ -117,11 +112,11 @@ def deliver(data: SeedData, offsets_ms: tuple[float, float], jitter_ms: float,
         times, keep = apply_timing(timing, data.capture[name], data.start_ns, rng)
         idx = np.flatnonzero(keep)
         if name == 'camera':
-            sig = data.camera_energy[idx]
+            sig = data.camera_shift[idx]
         elif name == 'lidar':
-            sig = np.array([scan_change_energy(data.occupancy[a], data.occupancy[b])
-                            if i else 0.0 for i, (a, b) in enumerate(zip(np.r_[idx[:1], idx[:-1]],
-                                                                         idx))])
+            sig = np.array([cluster_displacement(data.clusters[a], data.clusters[b])
+                            if i else math.nan
+                            for i, (a, b) in enumerate(zip(np.r_[idx[:1], idx[:-1]], idx))])
         else:
             track = GpsSpeedTrack()
             sig = np.array([track.update(int(times.stamp_ns[i]), data.enu[b])

@@ -1,20 +1,10 @@
-"""Motion signatures: one scalar per message that rises and falls with the ego motion.
+"""The GPS motion signature, and the dense flow the camera mount check uses.
 
-Each sensor node calls one of these on its own data, and the aligner's offset estimator
-cross-matches the three series in time. They are cheap (about a millisecond at most on the
-small preprocessed inputs), never raise on the first frame, a shape change or NaN data, and
-return 0.0 when there is nothing to compare, so a signature never stops a message.
-
-The camera and lidar values are changes between consecutive messages; the aligner places them
-midway between the two stamps (see AlignerConfig.difference_signatures). The GPS value is the
-speed of a short track of fixes at the track's middle, half a span before the newest stamp
-(AlignerConfig.signature_delay_ns carries that -GPS_SPAN_NS / 2).
-
-Why these and not plain differences: on textured scenes the grey-level frame difference is
-dominated by texture and barely follows speed (r ~ 0.8 with the generator's ego speed), and
-the speed between two successive fixes carries ~6 m/s of noise at 10 Hz (r ~ 0.3). Dense
-optical flow on a 64x48 image (r ~ 0.92), the blurred occupancy change (r ~ 0.94) and a
-quadratic fit over a 1 s track of fixes (r ~ 0.98) follow the ego speed closely.
+gps_node sends the speed of a short track of fixes at the track's middle, half a span before
+the newest stamp (AlignerConfig.signature_delay_ns carries that -GPS_SPAN_NS / 2). A quadratic
+fit over 1 s follows the ego speed closely (r ~ 0.98 on the generator); the speed between two
+successive fixes carries ~6 m/s of noise at 10 Hz. The camera and lidar signatures, forward
+displacements in metres, are in ego_speed.py.
 """
 
 from collections import deque
@@ -56,60 +46,6 @@ def dense_flow(prev_gray: np.ndarray | None, gray: np.ndarray | None) -> np.ndar
         return None
     a, b = _as_u8(pair[0]), _as_u8(pair[1])
     return cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 2, 9, 2, 5, 1.1, 0)
-
-
-def frame_difference_energy(prev_gray: np.ndarray | None, gray: np.ndarray | None) -> float:
-    """Mean dense optical-flow magnitude (pixels of a 64-wide image) between two camera frames.
-
-    Expects 2-D grey images in [0, 1] (for example the 128x96 network input back in grey);
-    both are reduced to 64x48 and matched with Farneback flow, so the value follows ego speed
-    and yaw rate rather than scene texture. NaN pixels count as black; the first frame, a size
-    change or a non-2-D input give 0.0.
-    """
-    flow = dense_flow(prev_gray, gray)
-    if flow is None:
-        return 0.0
-    magnitude = np.sqrt(flow[..., 0] ** 2 + flow[..., 1] ** 2)
-    value = float(magnitude.mean())
-    return value if math.isfinite(value) else 0.0
-
-
-def scan_change_energy(prev_occupancy: np.ndarray | None,
-                       occupancy: np.ndarray | None) -> float:
-    """Mean absolute change of the blurred BEV occupancy between consecutive lidar sweeps.
-
-    Takes occupancy grids in [0, 1] (the BEV's first channel; booleans work too). A one-cell
-    Gaussian blur makes a small shift of an edge count in proportion to the shift, so the value
-    follows ego speed. NaN cells count as free; the first sweep or a shape change give 0.0.
-    """
-    pair = _finite_pair(prev_occupancy, occupancy)
-    if pair is None or pair[0].ndim != 2:
-        return 0.0
-    a, b = (cv2.GaussianBlur(np.clip(np.nan_to_num(x, nan=0.0), 0.0, 1.0), (0, 0), 1.0)
-            for x in pair)
-    return float(np.abs(b - a).mean())
-
-
-def gps_speed(prev_enu: np.ndarray | None, prev_stamp_ns: int | None,
-              enu: np.ndarray | None, stamp_ns: int) -> float:
-    """Horizontal speed (m/s) between two successive ENU fixes; 0.0 when it is undefined.
-
-    Undefined means no previous fix, a non-finite position, or a stamp that did not advance.
-    Too noisy as an alignment signature at metre-level fix noise: use GpsSpeedTrack for that.
-    """
-    if prev_enu is None or enu is None or prev_stamp_ns is None:
-        return 0.0
-    dt_ns = int(stamp_ns) - int(prev_stamp_ns)
-    if dt_ns <= 0:
-        return 0.0
-    a = np.asarray(prev_enu, dtype=np.float64).ravel()
-    b = np.asarray(enu, dtype=np.float64).ravel()
-    if a.size < 2 or b.size < 2:
-        return 0.0
-    dx, dy = float(b[0] - a[0]), float(b[1] - a[1])
-    if not (math.isfinite(dx) and math.isfinite(dy)):
-        return 0.0
-    return math.hypot(dx, dy) / (dt_ns * 1e-9)
 
 
 def gps_track_speed(stamps_ns: np.ndarray, enu: np.ndarray, end_ns: int,

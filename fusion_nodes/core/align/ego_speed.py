@@ -1,0 +1,180 @@
+"""Metric ego-motion signatures: how far the car moved forward between two messages, in metres.
+
+The clock-offset estimator compares these with the GPS track speed, so every sensor speaks
+metres per second once the aligner divides by the interval. Energies (flow magnitude, occupancy
+change) follow speed too, but with a gain that depends on the scene (depth, structure), and on
+the generator's smooth speed profiles that gain moved the best lag by 100-300 ms.
+
+- Camera (GroundPatchSpeed): the flat road 3.8-9 m ahead, warped to a top-down patch of 2 cm
+  pixels through the calibration, matched between consecutive frames by phase correlation.
+- Lidar (ObstacleDisplacement): the median forward shift of compact obstacle clusters (under
+  6 x 4 m, above 0.3 m) between consecutive sweeps. Whole-grid registration is not used: the
+  beams' sampling pattern on a near wall is fixed to the sensor and pins it at zero shift.
+
+Both return NaN when there is nothing to compare (first message, a size change, too few
+clusters); the aligner counts a NaN signature and skips it, so a signature never stops a message.
+Both assume a ground vehicle driving on a locally flat road.
+"""
+
+from dataclasses import dataclass
+import math
+
+import cv2
+import numpy as np
+
+from fusion_nodes.core.config import CameraModel
+
+
+@dataclass(frozen=True)
+class GroundPatchConfig:
+    """Road patch in base_link (m) and its top-down resolution (m per pixel)."""
+
+    x_near: float = 3.8
+    x_far: float = 9.0
+    half_width: float = 2.4
+    resolution: float = 0.02
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.x_near < self.x_far or self.half_width <= 0.0 \
+                or self.resolution <= 0.0:
+            raise ValueError('ground patch needs 0 < x_near < x_far and positive half_width '
+                             'and resolution')
+
+
+class GroundPatchSpeed:
+    """Forward displacement (m) of the camera between frames, from the road ahead of it."""
+
+    def __init__(self, camera: CameraModel, cfg: GroundPatchConfig = GroundPatchConfig()
+                 ) -> None:
+        rows = cv2.getOptimalDFTSize(int(round((cfg.x_far - cfg.x_near) / cfg.resolution)))
+        cols = cv2.getOptimalDFTSize(int(round(2.0 * cfg.half_width / cfg.resolution)))
+        xs = cfg.x_near + np.arange(rows) * cfg.resolution
+        ys = cfg.half_width - np.arange(cols) * cfg.resolution
+        gx, gy = np.meshgrid(xs, ys, indexing='ij')  # rows run forward along x
+        uv, depth = camera.project(np.stack([gx.ravel(), gy.ravel(), np.zeros(gx.size)], 1))
+        if not np.all(depth > 0.0):
+            raise ValueError('the ground patch lies behind the camera: check its calibration')
+        self.image_size = (camera.width, camera.height)
+        self._map_u = uv[:, 0].reshape(gx.shape).astype(np.float32)
+        self._map_v = uv[:, 1].reshape(gx.shape).astype(np.float32)
+        self._resolution = cfg.resolution
+        self._window = cv2.createHanningWindow((cols, rows), cv2.CV_32F)
+        self._previous: np.ndarray | None = None
+
+    def reset(self) -> None:
+        self._previous = None
+
+    def update(self, grey: np.ndarray) -> float:
+        """Displacement since the previous frame from a full-size grey image; NaN if none.
+
+        The image must have the calibration's size (a resized stream needs a scaled
+        calibration); any other size, or a non-2-D input, restarts the comparison.
+        """
+        if grey.ndim != 2 or (grey.shape[1], grey.shape[0]) != self.image_size:
+            self._previous = None
+            return math.nan
+        patch = cv2.remap(np.asarray(grey, dtype=np.float32), self._map_u, self._map_v,
+                          cv2.INTER_LINEAR)
+        previous, self._previous = self._previous, patch
+        if previous is None:
+            return math.nan
+        (_, rows), _ = cv2.phaseCorrelate(previous, patch, self._window)
+        # Driving forward, the road moves towards the car: to smaller x, fewer rows.
+        value = -rows * self._resolution
+        return value if math.isfinite(value) else math.nan
+
+
+@dataclass(frozen=True)
+class ObstacleClusterConfig:
+    """Clustering grid (m) and what counts as a compact, matchable obstacle."""
+
+    half_extent: float = 30.0
+    resolution: float = 0.2
+    min_height: float = 0.3
+    max_length: float = 6.0
+    max_width: float = 4.0
+    min_points: int = 5
+    max_shift: float = 2.5
+    shift_step: float = 0.05
+    match_radius: float = 0.25
+    max_clusters: int = 80
+
+    def __post_init__(self) -> None:
+        if min(self.half_extent, self.resolution, self.max_shift, self.shift_step,
+               self.match_radius) <= 0.0 or self.min_points < 1 or self.max_clusters < 2:
+            raise ValueError('obstacle cluster settings must be positive')
+
+
+def obstacle_centroids(points_base: np.ndarray,
+                       cfg: ObstacleClusterConfig = ObstacleClusterConfig()) -> np.ndarray:
+    """(N, 2) x, y centroids of compact obstacle clusters in (M, >=3) base_link points."""
+    pts = np.asarray(points_base, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[1] < 3:
+        raise ValueError(f'expected (N, >=3) points, got {pts.shape}')
+    half = cfg.half_extent
+    keep = (np.all(np.isfinite(pts[:, :3]), axis=1) & (np.abs(pts[:, 0]) < half)
+            & (np.abs(pts[:, 1]) < half) & (pts[:, 2] > cfg.min_height))
+    xy = pts[keep, :2]
+    n = int(math.ceil(2.0 * half / cfg.resolution))
+    ix = np.minimum(((xy[:, 0] + half) / cfg.resolution).astype(np.int64), n - 1)
+    iy = np.minimum(((xy[:, 1] + half) / cfg.resolution).astype(np.int64), n - 1)
+    grid = np.zeros((n, n), np.uint8)
+    grid[ix, iy] = 1
+    # One dilation joins the returns of one object across the beams' gaps.
+    grid = cv2.dilate(grid, np.ones((3, 3), np.uint8))
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(grid, connectivity=8)
+    if count <= 1:
+        return np.zeros((0, 2))
+    label = labels[ix, iy]
+    points = np.bincount(label, minlength=count)
+    sums_x = np.bincount(label, weights=xy[:, 0], minlength=count)
+    sums_y = np.bincount(label, weights=xy[:, 1], minlength=count)
+    compact = ((stats[:, cv2.CC_STAT_HEIGHT] * cfg.resolution < cfg.max_length)
+               & (stats[:, cv2.CC_STAT_WIDTH] * cfg.resolution < cfg.max_width)
+               & (points >= cfg.min_points))
+    compact[0] = False  # background
+    centroids = np.stack([sums_x[compact], sums_y[compact]], axis=1) / points[compact, None]
+    # Matching costs clusters squared: keep the nearest, which the lidar sees best.
+    order = np.argsort(np.hypot(centroids[:, 0], centroids[:, 1]), kind='stable')
+    return centroids[order[:cfg.max_clusters]]
+
+
+def cluster_displacement(previous: np.ndarray, current: np.ndarray,
+                         cfg: ObstacleClusterConfig = ObstacleClusterConfig()) -> float:
+    """Forward ego displacement (m) that carries previous clusters onto current ones; NaN.
+
+    The static world moves back by the displacement: the shift in [-2 steps, max_shift] that
+    matches most clusters wins, and the median x difference of its matches refines it.
+    """
+    if len(previous) < 2 or len(current) < 2:
+        return math.nan
+    shifts = np.arange(-2.0 * cfg.shift_step, cfg.max_shift + 1e-9, cfg.shift_step)
+    moved = previous[None, :, :] - np.stack([shifts, np.zeros_like(shifts)], 1)[:, None, :]
+    dist = np.linalg.norm(moved[:, :, None, :] - current[None, None, :, :], axis=3)
+    nearest = dist.min(axis=2)
+    matches = np.count_nonzero(nearest < cfg.match_radius, axis=1)
+    best = int(np.argmax(matches))
+    if matches[best] < 2:
+        return math.nan
+    matched = nearest[best] < 1.4 * cfg.match_radius
+    partner = dist[best].argmin(axis=1)
+    return float(np.median(previous[matched, 0] - current[partner[matched], 0]))
+
+
+class ObstacleDisplacement:
+    """Per-sweep signature: keeps the last sweep's clusters and returns cluster_displacement."""
+
+    def __init__(self, cfg: ObstacleClusterConfig = ObstacleClusterConfig()) -> None:
+        self._cfg = cfg
+        self._previous: np.ndarray | None = None
+
+    def reset(self) -> None:
+        self._previous = None
+
+    def update(self, points_base: np.ndarray) -> float:
+        """Displacement since the previous sweep from (N, >=3) base_link points; NaN if none."""
+        current = obstacle_centroids(points_base, self._cfg)
+        previous, self._previous = self._previous, current
+        if previous is None:
+            return math.nan
+        return cluster_displacement(previous, current, self._cfg)
