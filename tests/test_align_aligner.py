@@ -253,6 +253,29 @@ def test_a_calibrated_prior_offset_pairs_until_a_lock_replaces_it():
         assert share['prior'][stream] > 0.85 and share['raw'][stream] < 0.2, share
 
 
+def test_a_locked_estimate_inside_min_correction_keeps_the_prior():
+    """Clocks known to be in sync: an estimate closer than min_correction is not applied."""
+    events = _events(1, 40.0, {'lidar': 30.0, 'gps': 120.0})
+    config = replace(SYNTH, min_correction_ns=60 * MS)
+    aligner = StreamAligner(config)
+    frames = _run(aligner, events)
+    assert aligner.stats()['offset_locks'] >= 2  # both streams locked
+    offsets = aligner.offsets()
+    # lidar's 30 ms estimate stays unapplied: the prior (0) is in force, reported not valid;
+    # gps's 120 ms is applied.
+    assert offsets['lidar'].offset_ns == 0 and not offsets['lidar'].valid
+    assert offsets['gps'].valid and abs(offsets['gps'].offset_ns / MS - 120.0) < 15.0
+    applied = StreamAligner(SYNTH)
+    _run(applied, events)
+    assert applied.offsets()['lidar'].valid
+    late = [f for f in frames if f.stamp_ns > events[-1][0] - 5_000_000_000]
+    # Raw stamps for the lidar: its matches sit 30 ms off on corrected time.
+    assert all(abs(f.matches['lidar'].residual_ns) < 60 * MS for f in late
+               if f.matches['lidar'] is not None)
+    with pytest.raises(ValueError, match='min_correction_ns'):
+        AlignerConfig(min_correction_ns=-1)
+
+
 def test_waits_only_when_a_nearer_sample_can_still_arrive():
     """A frame waits for the next lidar scan only if that scan can land before max_wait."""
     aligner = StreamAligner(AlignerConfig(

@@ -168,7 +168,8 @@ class FusionBehaviour:
                                  f'{_MAX_TIME_OFFSET_NS / 1e6:g} ms, got {prior / 1e6:g}')
         self.aligner = StreamAligner(AlignerConfig(
             reference='camera', streams=('lidar', 'gps'),
-            max_wait_ns=int(float(p['max_wait_ms']) * 1e6), prior_offsets_ns=priors))
+            max_wait_ns=int(float(p['max_wait_ms']) * 1e6), prior_offsets_ns=priors,
+            min_correction_ns=int(float(p['offset_min_correction_ms']) * 1e6)))
         self.tracks = {sensor: SensorTrack(sensor) for sensor in SENSORS}
         self.compensate_lidar = bool(p['lidar_motion_compensation'])
         self.ego_hold = EgoVelocityHold()

@@ -77,6 +77,7 @@ FUSION_PARAMS = {
     'max_wait_ms': 0.0,
     'lidar_time_offset_ms': 0.0,
     'gps_time_offset_ms': 0.0,
+    'offset_min_correction_ms': 0.0,
     'camera_stale_ms': 100.0,
     'sensor_stale_ms': 500.0,
     'lidar_motion_compensation': True,

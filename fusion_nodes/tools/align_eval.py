@@ -13,6 +13,8 @@ Definitions (see core/align/README.md):
   delivered sample whose true capture is nearest the frame's, among samples that arrived within
   the method's wait budget (max_wait for bounded-wait methods, unbounded for ApproximateTime),
   or returned None when that nearest sample is more than max_residual away (correctly missing).
+  pairing_accuracy_locked counts only the pairs matched while the stream's offset estimate was
+  locked (locked_share of all pairs); before a lock the aligner matches raw stamps.
 - offset error: the offset the matcher applied to the frame (aligner.offsets() as the frame is
   emitted; 0 for stamp-trusting methods) minus the true offset at the frame's capture time,
   sampled at every emitted reference frame. Convergence time: the first time after which the
@@ -157,8 +159,9 @@ def _run_online(aligner, streams, events, timed: bool, signatures: bool):
 
     As fusion_node does, a due offset estimate runs after the frames of a poll are taken, so
     the per-message update time holds push and poll alone (the estimates are timed on their
-    own, estimate_us). Returns the frames, the offsets (ns per stream) the matcher applied to
-    each frame (None for a matcher without offsets), and the per-message update times.
+    own, estimate_us). Returns the frames, the offsets the matcher applied to each frame (per
+    stream, (ns, whether the estimate was locked); None for a matcher without offsets), and the
+    per-message update times.
     """
     frames, offsets, update_us = [], [], []
     has_offsets = getattr(aligner, 'offsets', None) is not None
@@ -171,8 +174,8 @@ def _run_online(aligner, streams, events, timed: bool, signatures: bool):
         frames.extend(polled)
         if polled:
             # Read before the deferred estimate: the offsets the matcher just used.
-            now = {s: o.offset_ns for s, o in aligner.offsets().items()} if has_offsets \
-                else None
+            now = ({s: (o.offset_ns, o.valid) for s, o in aligner.offsets().items()}
+                   if has_offsets else None)
             offsets.extend([now] * len(polled))
             if deferred:
                 aligner.update_offsets()
@@ -230,7 +233,7 @@ def evaluate_cell(data: SeedData, offsets_ms, jitter_ms, drop, drift_ppm, seed,
 
 def _score(frames, offsets, streams, timings, start_ns, config, budget_ns, update_us) -> dict:
     cam = streams['camera']
-    correct = total = 0
+    correct = total = locked_correct = locked_total = 0
     errors = {s: [] for s in STREAMS}
     times = []
     for f, applied in zip(frames, offsets):
@@ -243,11 +246,15 @@ def _score(frames, offsets, streams, timings, start_ns, config, budget_ns, updat
             total += 1
             true_off = _true_offset_ns(streams, s, timings[s], start_ns, int(cam.capture[i]))
             # A stamp-trusting matcher applies offset 0.
-            est = 0 if applied is None else applied[s]
+            est, locked = (0, False) if applied is None else applied[s]
+            if locked:
+                locked_correct += int(got == truth)
+                locked_total += 1
             errors[s].append((est - true_off) / 1e6)
         times.append((int(cam.capture[i]) - start_ns) / NS_PER_S)
     waits = [f.added_wait_ns / 1e6 for f in frames]
     return {'pairing_correct': correct, 'pairing_total': total, 'errors': errors,
+            'locked_correct': locked_correct, 'locked_total': locked_total,
             'times': times, 'waits': waits, 'update_us': update_us,
             'frames': len(frames), 'reference_frames': int(cam.capture.size)}
 
@@ -266,7 +273,7 @@ def _run_approximate_time(streams, timings, start_ns, config) -> dict:
             in_set[ref] = {t: s[t].payload for t in STREAMS}
             waits.append((arrival - int(streams['camera'].arrival[ref])) / 1e6)
     cam = streams['camera']
-    correct = total = 0
+    correct = total = locked_correct = locked_total = 0
     errors = {s: [] for s in STREAMS}
     times = []
     for i in range(cam.capture.size):
@@ -279,6 +286,7 @@ def _run_approximate_time(streams, timings, start_ns, config) -> dict:
                                               int(cam.capture[i])) / 1e6)
         times.append((int(cam.capture[i]) - start_ns) / NS_PER_S)
     return {'pairing_correct': correct, 'pairing_total': total, 'errors': errors,
+            'locked_correct': locked_correct, 'locked_total': locked_total,
             'times': times, 'waits': waits, 'update_us': update_us,
             'frames': len(in_set), 'reference_frames': int(cam.capture.size)}
 
@@ -300,6 +308,8 @@ def convergence(times: list[float], errors: list[float]) -> tuple[float, np.ndar
 def summarise(cells: list[dict], method: str) -> dict:
     correct = sum(c[method]['pairing_correct'] for c in cells)
     total = sum(c[method]['pairing_total'] for c in cells)
+    locked_correct = sum(c[method].get('locked_correct', 0) for c in cells)
+    locked_total = sum(c[method].get('locked_total', 0) for c in cells)
     after, conv = [], []
     for c in cells:
         r = c[method]
@@ -316,6 +326,9 @@ def summarise(cells: list[dict], method: str) -> dict:
         'offset_rmse_ms': float(np.sqrt(np.mean(after ** 2))) if after.size else None,
         'offset_max_ms': float(np.max(np.abs(after))) if after.size else None,
         'pairing_accuracy': correct / total if total else None,
+        # Pairs matched while the stream's offset estimate was locked, and how they fared.
+        'locked_share': locked_total / total if total else None,
+        'pairing_accuracy_locked': locked_correct / locked_total if locked_total else None,
         'convergence_s': float(np.max(conv)) if conv else None,
         'convergence_s_median': float(np.median(conv)) if conv else None,
         'update_us_p50': float(np.percentile(update, 50)),

@@ -39,6 +39,9 @@ class AlignerConfig:
 
     difference_signatures: streams whose signature compares a message with the previous one
     (it is placed midway between the two stamps and scaled to one period).
+    min_correction_ns: a locked estimate within this of the stream's prior is not applied
+    (the prior stays in force); for clocks known to be in sync, set it to the estimate's
+    error band.
     signature_delay_ns: per stream, how far the signature's effective time lies after the
     stamp's capture instant (a spinning lidar's sweep centre is half a period after its start;
     the GPS track speed belongs to the middle of its span, half a span before the stamp).
@@ -75,6 +78,7 @@ class AlignerConfig:
     # good windows from bad ones (median 3.0e-5 in both, validation seeds).
     min_sharpness: float = 0.0
     min_window_fill: float = 0.5
+    min_correction_ns: int = 0
     unlocked_raw_stamps: bool = True
     jump_threshold_ns: int = 1_000_000_000
     out_of_order_reset: int = 3
@@ -100,7 +104,7 @@ class AlignerConfig:
         for name in positive:
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f'{name} must be positive, got {getattr(self, name)}')
-        for name in ('max_wait_ns', 'max_offset_ns', 'latency_margin_ns'):
+        for name in ('max_wait_ns', 'max_offset_ns', 'latency_margin_ns', 'min_correction_ns'):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f'{name} must be non-negative, got {getattr(self, name)}')
         if self.offset_window_ns < 16 * self.offset_grid_ns:
@@ -338,8 +342,8 @@ class StreamAligner:
         The online estimate once locked (valid); before that the configured prior (0 without
         one), reported with valid False.
         """
-        return {name: tracker.estimate if tracker.locked else
-                replace(tracker.estimate, offset_ns=self._prior(name))
+        return {name: tracker.estimate if self._corrects(name) else
+                replace(tracker.estimate, offset_ns=self._prior(name), valid=False)
                 for name, tracker in self._trackers.items()}
 
     def stats(self) -> dict[str, int]:
@@ -355,7 +359,13 @@ class StreamAligner:
         tracker = self._trackers.get(stream)
         if tracker is None:
             return 0
-        return tracker.estimate.offset_ns if tracker.locked else self._prior(stream)
+        return tracker.estimate.offset_ns if self._corrects(stream) else self._prior(stream)
+
+    def _corrects(self, stream: str) -> bool:
+        """Whether the stream's locked estimate replaces its prior in the matcher."""
+        tracker = self._trackers[stream]
+        return (tracker.locked and abs(tracker.estimate.offset_ns - self._prior(stream))
+                > self.config.min_correction_ns)
 
     def _prior(self, stream: str) -> int:
         return self.config.per_stream(self.config.prior_offsets_ns, stream)
@@ -390,10 +400,11 @@ class StreamAligner:
             n = len(state.samples)
             if n:
                 offset = self._offset(name)
-                if self._trackers[name].locked or not cfg.unlocked_raw_stamps:
+                corrects = self._corrects(name)
+                if corrects or not cfg.unlocked_raw_stamps:
                     corrected = np.fromiter((s.dejittered for s in state.samples), np.int64,
                                             n) - offset
-                if self._trackers[name].locked:
+                if corrects:
                     if refs is None:
                         refs = np.append(np.fromiter(self._emitted_refs, np.float64,
                                                      len(self._emitted_refs)),
