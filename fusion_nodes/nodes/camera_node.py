@@ -1,5 +1,6 @@
 """camera_node: decodes Image or CompressedImage, publishes network input and health."""
 
+import math
 import sys
 
 import cv2
@@ -52,22 +53,30 @@ class CameraNode(SensorNode):
     def _on_image(self, msg) -> None:
         self.process_message(msg, self._process)
 
-    def _process(self, msg) -> None:
-        rgb = self._decode(msg)
-        features = preprocess_camera(rgb, self.preprocess_cfg)
-        health = self.tracker.update(rgb)
-        grey = grey_from_network_input(features, self.preprocess_cfg)
-        signature = self.ground_speed.update(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
+    def _signature(self, rgb: np.ndarray, level: int) -> float:
+        """The road's forward shift since the last frame; NaN when there is none to trust."""
         if rgb.shape[1::-1] != self.ground_speed.image_size:
             self.get_logger().warning(
                 f'{rgb.shape[1]}x{rgb.shape[0]} frames against a {self.ground_speed.image_size[0]}'
                 f'x{self.ground_speed.image_size[1]} calibration: no clock-offset signature',
                 throttle_duration_sec=float(self.params['warn_throttle_s']))
+        if level >= ERROR:
+            # A black, glaring, frozen or upside-down frame shows no road moving while the car
+            # moves: a false stop in the signature would pull the offset estimate.
+            self.ground_speed.reset()
+            return math.nan
+        return self.ground_speed.update(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
+
+    def _process(self, msg) -> None:
+        rgb = self._decode(msg)
+        features = preprocess_camera(rgb, self.preprocess_cfg)
+        health = self.tracker.update(rgb)
+        grey = grey_from_network_input(features, self.preprocess_cfg)
+        level, message = assess_camera(health)
         out = conversions.numpy_to_image(
             np.ascontiguousarray(features.transpose(1, 2, 0)), '32FC3', header=msg.header)
         self.features_pub.publish(out)
-        level, message = assess_camera(health)
-        extra = {'signature': signature}
+        extra = {}
         if self.mount_monitor is not None:
             # A frozen, dark or glaring frame would only feed the check noise.
             mount = (self.mount_monitor.update(conversions.stamp_to_ns(msg.header.stamp), grey)
@@ -75,6 +84,7 @@ class CameraNode(SensorNode):
             level, message = assess_camera_mount(mount, level, message)
             extra.update({'mount.log_ratio': mount.log_ratio, 'mount.cusum': mount.cusum,
                           'mount.steps': mount.steps})
+        extra['signature'] = self._signature(rgb, level)
         self.publish_health(msg.header, health, level, message, extra)
 
 

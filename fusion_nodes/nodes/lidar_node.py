@@ -1,5 +1,6 @@
 """lidar_node: decodes any PointCloud2 layout, publishes BEV pillars and health."""
 
+import math
 import sys
 
 import numpy as np
@@ -54,12 +55,11 @@ class LidarNode(SensorNode):
         health = self.tracker.update(xyzi, total)
         base = lidar_points_to_base(xyzi, self._translation, self._rotation)
         bev = pillarize(base, self.pillar_cfg)
-        signature = self.displacement.update(base)
         out = conversions.numpy_to_image(
             np.ascontiguousarray(bev.transpose(1, 2, 0)), '32FC4', header=msg.header)
         self.bev_pub.publish(out)
         level, message = assess_lidar(health)
-        extra = {'signature': signature}
+        extra = {}
         if self.mount_monitor is not None:
             # A frozen or empty scan would only feed the check a wrong match.
             mount = (self.mount_monitor.update(conversions.stamp_to_ns(msg.header.stamp), bev[0])
@@ -67,6 +67,12 @@ class LidarNode(SensorNode):
             level, message = assess_lidar_mount(mount, level, message)
             extra.update({'mount.heading_deg': mount.heading_deg,
                           'mount.cusum_deg': mount.cusum_deg, 'mount.steps': mount.steps})
+        if level >= ERROR:
+            # A frozen sweep shows a stop, a turned one a wrong shift: no signature from them.
+            self.displacement.reset()
+            extra['signature'] = math.nan
+        else:
+            extra['signature'] = self.displacement.update(base)
         self.publish_health(msg.header, health, level, message, extra)
 
 

@@ -78,6 +78,9 @@ class AlignerConfig:
     # good windows from bad ones (median 3.0e-5 in both, validation seeds).
     min_sharpness: float = 0.0
     min_window_fill: float = 0.5
+    # A window in which either series has no signature for this long is refused (a camera
+    # blackout interpolated over locked the demo bag's offsets 150-300 ms off).
+    max_signature_gap_ns: int = 1_000_000_000
     min_correction_ns: int = 0
     unlocked_raw_stamps: bool = True
     jump_threshold_ns: int = 1_000_000_000
@@ -98,6 +101,7 @@ class AlignerConfig:
                              f'reference {self.reference!r}')
         positive = ('buffer_len', 'max_residual_ns', 'match_window', 'match_band_ns',
                     'offset_window_ns', 'offset_grid_ns', 'reestimate_period_ns',
+                    'max_signature_gap_ns',
                     'estimate_history', 'lock_windows', 'lock_spread_ns',
                     'jump_threshold_ns', 'out_of_order_reset',
                     'signature_capacity')
@@ -218,7 +222,7 @@ class StreamAligner:
             'resets_time_jump': 0, 'resets_out_of_order': 0, 'out_of_order': 0,
             'duplicates': 0, 'late': 0, 'missing': 0, 'matched': 0, 'emitted': 0,
             'no_signature': 0, 'estimates_run': 0, 'estimates_accepted': 0,
-            'estimates_flat': 0, 'emitted_at_deadline': 0, 'wait_delivered': 0}
+            'estimates_flat': 0, 'estimates_gap': 0, 'emitted_at_deadline': 0, 'wait_delivered': 0}
         self.estimate_us: deque[float] = deque(maxlen=4096)
 
     # ---- input -------------------------------------------------------------------------
@@ -469,11 +473,14 @@ class StreamAligner:
                         cfg.per_stream(cfg.smoothing_ns, stream))
         self._counters['estimates_run'] += 1
         pair = prepare_pair(ref_t, ref_v, st_t, st_v, end_ns, cfg.offset_window_ns,
-                            cfg.offset_grid_ns, smooth_ns, cfg.flat_rel_std)
+                            cfg.offset_grid_ns, smooth_ns, cfg.flat_rel_std,
+                            cfg.max_signature_gap_ns)
         if isinstance(pair, str):
             window = WindowEstimate(0.0, 0.0, False, pair)
             if pair == 'flat signal':
                 self._counters['estimates_flat'] += 1
+            elif pair == 'gap in the signatures':
+                self._counters['estimates_gap'] += 1
         elif pair[0].size * cfg.offset_grid_ns < cfg.min_window_fill * cfg.offset_window_ns:
             # Short windows just after a start or reset look sharp and are often wrong.
             window = WindowEstimate(0.0, 0.0, False, 'window not full')

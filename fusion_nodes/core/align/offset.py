@@ -148,13 +148,24 @@ def refine_lag(x: np.ndarray, y: np.ndarray, seed_lag: int, max_lag: int) -> tup
 
 def prepare_pair(ref_times: np.ndarray, ref_values: np.ndarray, stream_times: np.ndarray,
                  stream_values: np.ndarray, end_ns: int, window_ns: int, step_ns: int,
-                 smooth_ns: float, flat_rel_std: float
+                 smooth_ns: float, flat_rel_std: float, max_gap_ns: int | None = None
                  ) -> tuple[np.ndarray, np.ndarray] | str:
-    """Resampled, smoothed, normalised (ref, stream) signals, or why there are none."""
+    """Resampled, smoothed, normalised (ref, stream) signals, or why there are none.
+
+    A series with a gap over max_gap_ns in the window (a blackout, a run of missing
+    signatures) is refused: interpolating across it would invent a motion profile.
+    """
     span = common_window(ref_times, stream_times, end_ns, window_ns, step_ns)
     if span is None:
         return 'too little overlapping data'
     start, count = span
+    if max_gap_ns is not None:
+        stop = start + (count - 1) * step_ns
+        for times in (ref_times, stream_times):
+            inside = times[(times >= start) & (times <= stop)]
+            edges = np.concatenate([[start], inside, [stop]])
+            if np.max(np.diff(edges)) > max_gap_ns:
+                return 'gap in the signatures'
     sigma = smooth_ns / step_ns
     x = normalise(smooth(resample(ref_times, ref_values, start, step_ns, count), sigma),
                   flat_rel_std)
