@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from fusion_nodes.core.align.dtw import banded_dtw_path, match_last
-from fusion_nodes.core.align.offset import dtw_offset, OffsetTracker, WindowEstimate
+from fusion_nodes.core.align.offset import (
+    dtw_offset, OffsetTracker, prepare_pair, WindowEstimate)
 from fusion_nodes.core.align.period import PeriodFit
 from fusion_nodes.core.align.signatures import GPS_SPAN_NS, gps_track_speed, GpsSpeedTrack
 
@@ -136,3 +137,17 @@ def test_tracker_locks_only_on_agreement_and_falls_back_to_raw_stamps():
         tracker.update(window(off))
     assert not tracker.estimate.valid and tracker.estimate.offset_ns == 0
     assert tracker.unlocks == 1
+
+
+def test_a_window_with_a_signature_gap_is_refused():
+    t = np.arange(0, 20_000_000_000, 33_333_333)
+    v = np.sin(t / 1e9)
+    gappy = (t < 8_000_000_000) | (t > 9_500_000_000)  # 1.5 s without signatures
+    args = (20_000_000_000, 15_000_000_000, 5_000_000, 100e6, 1e-3)
+    assert prepare_pair(t, v, t[gappy], v[gappy], *args, 1_000_000_000) == \
+        'gap in the signatures'
+    assert prepare_pair(t[gappy], v[gappy], t, v, *args, 1_000_000_000) == \
+        'gap in the signatures'
+    x, y = prepare_pair(t, v, t[gappy], v[gappy], *args, 2_000_000_000)
+    assert x.size == y.size > 2000
+    assert not isinstance(prepare_pair(t, v, t, v, *args, 1_000_000_000), str)

@@ -1,5 +1,6 @@
 """The three sensor nodes in-process over real DDS: outputs, no skew, rejections, diagnostics."""
 
+import math
 from types import SimpleNamespace
 
 import cv2
@@ -140,6 +141,8 @@ def test_camera_node_puts_an_upside_down_camera_in_error(rclpy_session, upside_d
     if expected == ERROR:
         assert message.startswith('upside down') and extra['mount.log_ratio'] < 0.0
     assert ('mount.steps' in extra) == check
+    # No clock-offset signature from a camera in ERROR: its road would not be the road.
+    assert math.isnan(extra['signature']) == (expected == ERROR)
 
 
 def test_camera_node_compressed_transport(graph):
@@ -248,6 +251,11 @@ def test_lidar_node_puts_a_turned_lidar_in_error(rclpy_session, mount_yaw_deg,
     if expected == ERROR:
         assert 'mount turned' in message and extra['mount.heading_deg'] > 12.0
     assert ('mount.steps' in extra) == check
+    if expected == ERROR:
+        assert math.isnan(extra['signature'])
+    elif mount_yaw_deg == extrinsic_yaw_deg:
+        # The clock-offset signature: the poles come 0.8 m closer every sweep.
+        assert extra['signature'] == pytest.approx(0.8, abs=0.05)
 
 
 def test_gps_node_publishes_enu_odometry_and_flags_no_fix(graph):
