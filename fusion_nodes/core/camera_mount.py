@@ -8,7 +8,7 @@ those of a healthy frame, and the network's gate and novelty score did not catch
 held-out recordings (README), so the camera node checks it here.
 
 Every `lag_ns` the check takes the optical flow between the frame and the one it last used
-(the same 64x48 Farneback flow as the aligner's signature) and, when the image moved enough
+(the 64x48 Farneback flow of align/signatures.dense_flow) and, when the image moved enough
 to tell, the log ratio of the mean flow in the bottom band to that in the top band. A
 one-sided CUSUM of that ratio falling short of healthy raises the alarm.
 """

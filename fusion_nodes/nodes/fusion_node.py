@@ -365,7 +365,7 @@ class FusionBehaviour:
         self._fallback_without_camera(now)
         self._arm_deadline()
         if frames:
-            # A clock-offset estimate (DTW over seconds of signatures, 1.5-3.5 ms) runs in the
+            # A clock-offset estimate (DTW over seconds of signatures, 2.5-3.5 ms) runs in the
             # gap after a frame's outputs are out, not in front of the frame that made it due.
             self.aligner.update_offsets()
 
