@@ -5,7 +5,7 @@ metres per second once the aligner divides by the interval. Energies (flow magni
 change) follow speed too, but with a gain that depends on the scene (depth, structure), and on
 the generator's smooth speed profiles that gain moved the best lag by 100-300 ms.
 
-- Camera (GroundPatchSpeed): the flat road 3.8-9 m ahead, warped to a top-down patch of 2 cm
+- Camera (GroundPatchSpeed): the flat road 3.8-9 m ahead, warped to a top-down patch of 3 cm
   pixels through the calibration, matched between consecutive frames by phase correlation.
 - Lidar (ObstacleDisplacement): the median forward shift of compact obstacle clusters (under
   6 x 4 m, above 0.3 m) between consecutive sweeps. Whole-grid registration is not used: the
@@ -32,7 +32,7 @@ class GroundPatchConfig:
     x_near: float = 3.8
     x_far: float = 9.0
     half_width: float = 2.4
-    resolution: float = 0.02
+    resolution: float = 0.03
 
     def __post_init__(self) -> None:
         if not 0.0 < self.x_near < self.x_far or self.half_width <= 0.0 \
