@@ -19,3 +19,10 @@ def test_quick_eval_json_and_plot(tmp_path, capsys):
     # ApproximateTime uses each lidar message once: at most a third of the camera frames.
     assert out['baselines']['approximate_time']['coverage'] < 0.4
     assert out['added_wait_ms_p99'] <= 33.334
+    # Stamp-trusting matchers never lock an offset; ours reports what share of pairs it had.
+    assert out['baselines']['nearest_stamp']['locked_share'] == 0.0
+    assert out['baselines']['nearest_stamp']['pairing_accuracy_locked'] is None
+    # On the generator's drive the estimate locks within the 20 s (it never did before the
+    # metric signatures) and then pairs better than raw stamps under offset.
+    assert out['locked_share'] > 0.1 and out['pairing_accuracy_locked'] > 0.95
+    assert out['pairing_accuracy'] > out['baselines']['nearest_stamp']['pairing_accuracy']
