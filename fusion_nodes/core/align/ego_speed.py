@@ -106,7 +106,8 @@ class ObstacleClusterConfig:
         if min(self.half_extent, self.resolution, self.max_shift, self.shift_step,
                self.match_radius) <= 0.0 or self.min_points < 1 or self.max_clusters < 2 \
                 or not 0.0 <= self.min_match_share <= 1.0:
-            raise ValueError('obstacle cluster settings must be positive')
+            raise ValueError('obstacle cluster sizes and counts must be positive, and '
+                             'min_match_share in [0, 1]')
 
 
 def obstacle_centroids(points_base: np.ndarray,
