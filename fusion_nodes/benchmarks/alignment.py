@@ -12,9 +12,9 @@ from fusion_nodes.core.align.baselines import NearestStampMatcher
 from fusion_nodes.core.align.dtw import banded_dtw_path
 from fusion_nodes.core.align.ego_speed import GroundPatchSpeed, ObstacleDisplacement
 from fusion_nodes.core.align.signatures import GpsSpeedTrack
-from fusion_nodes.core.lidar import lidar_points_to_base
 from fusion_nodes.sim.scenario import load_scenario
 from fusion_nodes.sim.world import World
+from fusion_nodes.tools.align_eval import sweep_in_base
 
 MS = 1_000_000
 
@@ -84,10 +84,7 @@ def run() -> None:
     world = World(scenario, 11000, horizon_s=6.0)
     t = scenario.start_ns + 5_000_000_000
     grey = cv2.cvtColor(world.render_camera(t), cv2.COLOR_RGB2GRAY)
-    scan = world.lidar_scan(t)
-    points = lidar_points_to_base(np.stack([scan['x'], scan['y'], scan['z'],
-                                            scan['intensity']], axis=1),
-                                  scenario.lidar.translation)
+    points = sweep_in_base(world, t)
     ground = GroundPatchSpeed(scenario.camera)
     displacement = ObstacleDisplacement()
     track = GpsSpeedTrack()

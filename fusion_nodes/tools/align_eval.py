@@ -78,18 +78,27 @@ def extract_seed(scenario_name: str, seed: int, duration_s: float) -> SeedData:
     ground = GroundPatchSpeed(scenario.camera)
     shifts = [ground.update(cv2.cvtColor(world.render_camera(int(t)), cv2.COLOR_RGB2GRAY))
               for t in capture['camera']]
-    clusters = []
-    for t in capture['lidar']:
-        scan = world.lidar_scan(int(t))
-        xyzi = np.stack([scan['x'], scan['y'], scan['z'], scan['intensity']], axis=1)
-        clusters.append(obstacle_centroids(lidar_points_to_base(xyzi, scenario.lidar.translation)))
-    frame = EnuFrame(*scenario.origin)
-    enu = np.full((capture['gps'].size, 2), np.nan)
-    for k, t in enumerate(capture['gps']):
+    clusters = [obstacle_centroids(sweep_in_base(world, int(t))) for t in capture['lidar']]
+    return SeedData(timing, start, capture, np.asarray(shifts), clusters,
+                    fixes_enu(world, capture['gps']))
+
+
+def sweep_in_base(world: World, t_ns: int) -> np.ndarray:
+    """(N, 4) x, y, z, intensity in base_link of the sweep the generator's lidar starts at t_ns."""
+    scan = world.lidar_scan(t_ns)
+    xyzi = np.stack([scan['x'], scan['y'], scan['z'], scan['intensity']], axis=1)
+    return lidar_points_to_base(xyzi, world.scenario.lidar.translation)
+
+
+def fixes_enu(world: World, capture_ns: np.ndarray) -> np.ndarray:
+    """(n, 2) east/north of the generator's GPS fixes at capture_ns; NaN without a fix."""
+    frame = EnuFrame(*world.scenario.origin)
+    enu = np.full((capture_ns.size, 2), np.nan)
+    for k, t in enumerate(capture_ns):
         fix = world.gps_fix(int(t))
         if fix is not None and math.isfinite(fix.latitude):
             enu[k] = frame.to_enu(fix.latitude, fix.longitude, fix.altitude)[:2]
-    return SeedData(timing, start, capture, np.asarray(shifts), clusters, enu)
+    return enu
 
 
 @dataclass

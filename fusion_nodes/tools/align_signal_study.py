@@ -25,11 +25,10 @@ from tqdm import tqdm
 from fusion_nodes.core.align.ego_speed import GroundPatchSpeed, ObstacleDisplacement
 from fusion_nodes.core.align.signatures import GPS_SPAN_NS, gps_track_speed
 from fusion_nodes.core.config import NS_PER_S
-from fusion_nodes.core.geodesy import EnuFrame
-from fusion_nodes.core.lidar import lidar_points_to_base
 from fusion_nodes.sim.scenario import load_scenario
 from fusion_nodes.sim.timing import capture_times
 from fusion_nodes.sim.world import World
+from fusion_nodes.tools.align_eval import fixes_enu, sweep_in_base
 
 WINDOW_NS = 15 * NS_PER_S
 WINDOW_STEP_NS = 2_500_000_000
@@ -82,18 +81,11 @@ def seed_signals(scenario_name: str, seed: int, duration_s: float
     half_sweep = scenario.timing['lidar'].period_ns // 2
     lidar, prev = [], None
     for t in capture['lidar']:
-        scan = world.lidar_scan(int(t))
-        xyzi = np.stack([scan['x'], scan['y'], scan['z'], scan['intensity']], axis=1)
-        shift = displacement.update(lidar_points_to_base(xyzi, scenario.lidar.translation))
+        shift = displacement.update(sweep_in_base(world, int(t)))
         if prev is not None:
             lidar.append(((t + prev) // 2 + half_sweep, shift / ((t - prev) / 1e9)))
         prev = t
-    frame = EnuFrame(*scenario.origin)
-    enu = np.full((capture['gps'].size, 2), np.nan)
-    for k, t in enumerate(capture['gps']):
-        fix = world.gps_fix(int(t))
-        if fix is not None and math.isfinite(fix.latitude):
-            enu[k] = frame.to_enu(fix.latitude, fix.longitude, fix.altitude)[:2]
+    enu = fixes_enu(world, capture['gps'])
     full = capture['gps'] >= capture['gps'][0] + GPS_SPAN_NS  # a whole span of fixes behind
     gps = [(int(t) - GPS_SPAN_NS // 2, gps_track_speed(capture['gps'], enu, int(t)))
            for t in capture['gps'][full]]
