@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 
-from fusion_nodes.core.align.dtw import banded_dtw_path, match_last
+from fusion_nodes.core.align.dtw import banded_dtw_path, match_last, match_newest_ns
 from fusion_nodes.core.align.offset import (
     dtw_offset, OffsetTracker, prepare_pair, WindowEstimate)
 from fusion_nodes.core.align.period import PeriodFit
+from fusion_nodes.core.align.series import StampRing
 from fusion_nodes.core.align.signatures import GPS_SPAN_NS, gps_track_speed, GpsSpeedTrack
 
 MS = 1_000_000
@@ -46,6 +47,51 @@ def test_match_last_picks_nearest_in_band_or_none():
     j = match_last(refs, cand, 250.0)
     assert j == int(np.argmin(np.abs(cand - refs[-1])))
     assert match_last(refs, cand + 10_000.0, 250.0) == -1
+
+
+@pytest.mark.parametrize('seed', range(40))
+def test_match_newest_ns_equals_match_last_on_the_whole_buffer(seed):
+    # The aligner's kernel skips stamps out of every reference's band and works in int64 ns
+    # at epoch scale; the pick must be match_last's on the full, relative float buffer.
+    rng = np.random.default_rng(seed)
+    epoch = 1_750_000_000 * 10 ** 9 + int(rng.integers(0, 10 ** 9))
+    refs = epoch + np.cumsum(rng.integers(20, 50, 8)) * MS
+    period = int(rng.choice([50, 100, 200]))
+    stamps = epoch + np.cumsum(rng.integers(period // 2, 2 * period, 64)) * MS
+    stamps -= int(rng.integers(0, 3000)) * MS  # sometimes nothing is in band
+    offset = int(rng.integers(-200, 200)) * MS
+    band = int(rng.choice([60, 150, 600])) * MS
+    newest = int(refs[-1])
+    expected = match_last((refs - newest).astype(float),
+                          (stamps - offset - newest).astype(float), float(band))
+    assert match_newest_ns(refs[:-1], newest, stamps, offset, band) == expected
+
+
+def test_match_newest_ns_edges():
+    stamps = np.array([0, 100, 200], np.int64) * MS
+    assert match_newest_ns(np.array([], np.int64), 190 * MS, stamps, 0, 50 * MS) == 2
+    assert match_newest_ns(np.array([], np.int64), 190 * MS, stamps[:0], 0, 50 * MS) == -1
+    assert match_newest_ns([150 * MS], 190 * MS, [0, 100 * MS, 200 * MS], 0, 50 * MS) == 2
+    with pytest.raises(ValueError, match='1-D'):
+        match_newest_ns(np.zeros((2, 2), np.int64), 0, stamps, 0, 1)
+    with pytest.raises(ValueError, match='band'):
+        match_newest_ns(stamps[:1], 0, stamps, 0, -1)
+
+
+def test_stamp_ring_keeps_the_newest_in_order():
+    ring = StampRing(4)
+    assert len(ring) == 0 and ring.view().size == 0
+    for k in range(1, 23):
+        ring.append(k)
+        expected = list(range(max(1, k - 3), k + 1))
+        assert ring.view().tolist() == expected and ring.newest() == k
+    ring.drop_oldest()
+    assert ring.view().tolist() == [20, 21, 22]
+    ring.clear()
+    with pytest.raises(ValueError, match='empty'):
+        ring.newest()
+    with pytest.raises(ValueError, match='capacity'):
+        StampRing(0)
 
 
 @pytest.mark.parametrize('lag_ms', [-120.0, 0.0, 37.5, 150.0])

@@ -22,11 +22,11 @@ from typing import Callable
 
 import numpy as np
 
-from fusion_nodes.core.align.dtw import match_last, warm_up
+from fusion_nodes.core.align.dtw import match_newest_ns, warm_up
 from fusion_nodes.core.align.offset import (
     dtw_offset, OffsetEstimate, OffsetTracker, prepare_pair, WindowEstimate)
 from fusion_nodes.core.align.period import PeriodFit
-from fusion_nodes.core.align.series import SignatureSeries
+from fusion_nodes.core.align.series import SignatureSeries, StampRing
 from fusion_nodes.core.align.signatures import GPS_SPAN_NS
 
 RESET_CAUSES = ('time_jump', 'out_of_order')
@@ -135,7 +135,7 @@ class AlignerConfig:
         return int(dict(table).get(stream, 0))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Match:
     """A stream sample matched to a reference frame; corrected_ns is in the reference clock."""
 
@@ -146,7 +146,7 @@ class Match:
     payload: object
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AlignedFrame:
     """One reference frame with its matches (None = missing) and when it was emitted."""
 
@@ -161,7 +161,7 @@ class AlignedFrame:
         return self.emitted_ns - self.arrival_ns
 
 
-@dataclass
+@dataclass(slots=True)
 class _Sample:
     stamp: int
     dejittered: int
@@ -182,13 +182,16 @@ class _Stream:
     latency: deque = field(default_factory=lambda: deque(maxlen=32))
     out_of_order_run: int = 0
     series: SignatureSeries | None = None
+    dejittered: StampRing | None = None  # the samples' de-jittered stamps, for the matcher
 
     def __post_init__(self) -> None:
         self.series = SignatureSeries(self.cfg.signature_capacity)
+        self.dejittered = StampRing(self.cfg.buffer_len + 1)
 
     def clear(self) -> None:
         self.fit = PeriodFit()
         self.samples.clear()
+        self.dejittered.clear()
         self.stamps.clear()
         self.last_stamp = None
         self.last_arrival = None
@@ -209,12 +212,16 @@ class StreamAligner:
         warm_up()
         names = (config.reference,) + tuple(config.streams)
         self._streams = {name: _Stream(name, config) for name in names}
+        # Looked up per message, so resolved once here.
+        self._signature_delay = {n: config.per_stream(config.signature_delay_ns, n)
+                                 for n in names}
+        self._priors = {n: config.per_stream(config.prior_offsets_ns, n) for n in names}
         self._trackers = {name: OffsetTracker(config.estimate_history, config.min_correlation,
                                               config.hold_decay, config.lock_windows,
                                               config.lock_spread_ns, config.min_sharpness)
                           for name in config.streams}
         self._pending: deque[_Sample] = deque()
-        self._emitted_refs: deque[int] = deque(maxlen=max(1, config.match_window - 1))
+        self._emitted_refs = StampRing(max(1, config.match_window - 1))
         self._ready: list[AlignedFrame] = []
         self._last_arrival: int | None = None
         self._next_estimate: dict[str, int | None] = {name: None for name in config.streams}
@@ -254,12 +261,14 @@ class StreamAligner:
         if stream == self.config.reference:
             self._pending.append(sample)
             return
-        if self._emitted_refs and dejittered - offset < self._emitted_refs[-1]:
+        if self._emitted_refs and dejittered - offset < self._emitted_refs.newest():
             self._counters['late'] += 1
         state.samples.append(sample)
+        state.dejittered.append(dejittered)
         state.stamps.add(stamp_ns)
         if len(state.samples) > self.config.buffer_len:
             state.stamps.discard(state.samples.popleft().stamp)
+            state.dejittered.drop_oldest()
 
     def _accept_order(self, state: _Stream, stamp_ns: int, arrival_ns: int) -> bool:
         """Apply the time-jump, duplicate and out-of-order rules; False drops the message."""
@@ -295,7 +304,7 @@ class StreamAligner:
             self._counters['no_signature'] += 1
             state.prev_sig_time = dejittered
             return
-        delay = cfg.per_stream(cfg.signature_delay_ns, state.name)
+        delay = self._signature_delay[state.name]
         if state.name in cfg.difference_signatures:
             prev, state.prev_sig_time = state.prev_sig_time, dejittered
             if prev is None or dejittered <= prev:
@@ -321,13 +330,16 @@ class StreamAligner:
         if estimate:
             self._maybe_estimate()
         out, self._ready = self._ready, []
+        if not self._pending:
+            return out
         still: deque[_Sample] = deque()
+        reach: dict[str, tuple[int, float] | None] = {}
         for frame in self._pending:
             deadline = frame.arrival + self.config.max_wait_ns
             if now_ns >= deadline:
                 self._counters['emitted_at_deadline'] += 1
                 out.append(self._emit(frame, now_ns))
-            elif self._complete(frame, now_ns):
+            elif self._complete(frame, reach):
                 out.append(self._emit(frame, now_ns))
             else:
                 still.append(frame)
@@ -358,71 +370,81 @@ class StreamAligner:
         return out
 
     def _offset(self, stream: str) -> int:
-        # Unconfirmed online estimates never reach the matcher: until the gate locks, the
-        # calibrated prior (or 0) is used.
-        tracker = self._trackers.get(stream)
-        if tracker is None:
-            return 0
-        return tracker.estimate.offset_ns if self._corrects(stream) else self._prior(stream)
+        return self._matcher_offset(stream)[0]
 
     def _corrects(self, stream: str) -> bool:
         """Whether the stream's locked estimate replaces its prior in the matcher."""
-        tracker = self._trackers[stream]
-        return (tracker.locked and abs(tracker.estimate.offset_ns - self._prior(stream))
-                > self.config.min_correction_ns)
+        return self._matcher_offset(stream)[1]
+
+    def _matcher_offset(self, stream: str) -> tuple[int, bool]:
+        """(offset the matcher applies to the stream, whether it is the locked estimate).
+
+        Unconfirmed online estimates never reach the matcher: until the gate locks, the
+        calibrated prior (or 0) is used.
+        """
+        tracker = self._trackers.get(stream)
+        if tracker is None:
+            return 0, False
+        prior = self._prior(stream)
+        corrects = (tracker.locked and abs(tracker.estimate.offset_ns - prior)
+                    > self.config.min_correction_ns)
+        return (tracker.estimate.offset_ns if corrects else prior), corrects
 
     def _prior(self, stream: str) -> int:
-        return self.config.per_stream(self.config.prior_offsets_ns, stream)
+        return self._priors[stream]
 
-    def _complete(self, frame: _Sample, now_ns: int) -> bool:
-        """True when no stream can still deliver a better match before the deadline."""
+    def _reach(self, name: str) -> tuple[int, float] | None:
+        """A stream's newest corrected stamp, and the earliest receiver time its next sample
+        could arrive (None while it has no samples or latency).
+
+        The next sample is at least min_next_step newer (a period less its jitter) and cannot
+        beat the fastest transport seen lately.
+        """
+        state = self._streams[name]
+        if not state.samples or not state.latency:
+            return None
+        newest = state.samples[-1].dejittered - self._offset(name)
+        return newest, (newest + state.fit.min_next_step_ns() + min(state.latency)
+                        - self.config.latency_margin_ns)
+
+    def _complete(self, frame: _Sample, reach: dict[str, tuple[int, float] | None]) -> bool:
+        """True when no stream can still deliver a better match before the deadline.
+
+        reach caches _reach per stream for one poll: it is the same for every pending frame.
+        """
         deadline = frame.arrival + self.config.max_wait_ns
         for name in self.config.streams:
-            state = self._streams[name]
-            if not state.samples or not state.latency:
+            if name not in reach:
+                reach[name] = self._reach(name)
+            stream = reach[name]
+            if stream is None:
                 return False
-            offset = self._offset(name)
-            newest = state.samples[-1].dejittered - offset
+            newest, earliest = stream
             if newest >= frame.dejittered:
                 continue  # in-order streams: everything up to the frame has arrived
-            # The next sample is at least min_next_step newer (a period less its jitter) and
-            # cannot beat the fastest transport seen lately; if even that misses the deadline,
-            # waiting is pointless.
-            step = state.fit.min_next_step_ns()
-            earliest = newest + step + min(state.latency) - self.config.latency_margin_ns
             if earliest <= deadline:
-                return False
+                return False  # it may still come in time
         return True
 
     def _emit(self, frame: _Sample, now_ns: int) -> AlignedFrame:
         cfg = self.config
-        refs = None  # built only when a locked stream needs the DTW
         matches: dict[str, Match | None] = {}
+        waited = False
         for name in cfg.streams:
             state = self._streams[name]
             match = None
-            n = len(state.samples)
-            if n:
-                offset = self._offset(name)
-                corrects = self._corrects(name)
-                if corrects or not cfg.unlocked_raw_stamps:
-                    corrected = np.fromiter((s.dejittered for s in state.samples), np.int64,
-                                            n) - offset
+            if state.samples:
+                offset, corrects = self._matcher_offset(name)
                 if corrects:
-                    if refs is None:
-                        refs = np.append(np.fromiter(self._emitted_refs, np.float64,
-                                                     len(self._emitted_refs)),
-                                         float(frame.dejittered))
-                    # Relative times keep float64 exact at nanosecond resolution.
-                    base = frame.dejittered
-                    j = match_last(refs - base, (corrected - base).astype(np.float64),
-                                   float(cfg.match_band_ns))
+                    j = match_newest_ns(self._emitted_refs.view(), frame.dejittered,
+                                        state.dejittered.view(), offset, cfg.match_band_ns)
                 elif cfg.unlocked_raw_stamps:
                     # No confirmed offset: the nearest stamp, as a stamp-trusting matcher would,
                     # shifted by the calibrated prior if there is one.
                     j = _nearest_stamp(state.samples, frame.stamp + offset)
                 else:
-                    j = int(np.argmin(np.abs(corrected - frame.dejittered)))
+                    j = int(np.argmin(np.abs(state.dejittered.view()
+                                             - (frame.dejittered + offset))))
                 if j >= 0:
                     s = state.samples[j]
                     corrected_j = s.dejittered - offset
@@ -430,10 +452,14 @@ class StreamAligner:
                     if abs(residual) <= cfg.max_residual_ns:
                         match = Match(s.stamp, corrected_j, residual, s.arrival, s.payload)
             matches[name] = match
-            self._counters['missing' if match is None else 'matched'] += 1
-        if any(m is not None and m.arrival_ns > frame.arrival for m in matches.values()):
+            if match is None:
+                self._counters['missing'] += 1
+            else:
+                self._counters['matched'] += 1
+                waited = waited or match.arrival_ns > frame.arrival
+        if waited:
             self._counters['wait_delivered'] += 1  # a match that came while the frame waited
-        if not self._emitted_refs or frame.dejittered > self._emitted_refs[-1]:
+        if not self._emitted_refs or frame.dejittered > self._emitted_refs.newest():
             self._emitted_refs.append(frame.dejittered)
         self._counters['emitted'] += 1
         return AlignedFrame(frame.stamp, frame.arrival, frame.payload, matches, now_ns)

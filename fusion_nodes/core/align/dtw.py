@@ -149,6 +149,54 @@ def match_last(ref_times: np.ndarray, cand_times: np.ndarray, band: float) -> in
     return int(_match_last(ref, cand, float(band)))
 
 
+def match_newest_ns(earlier_refs: np.ndarray, newest_ref: int, stamps: np.ndarray,
+                    offset: int, band: int) -> int:
+    """match_last on int ns times, as the aligner calls it on every frame.
+
+    earlier_refs (sorted, before newest_ref) and newest_ref are reference-clock stamps;
+    stamps are a stream's sorted stamps in its own clock, offset ahead of the reference
+    (stamp - offset is reference time). Returns the index into stamps matched to newest_ref,
+    or -1. One compiled call: the stamps farther than the band from every reference can be
+    on no path and are skipped, and times are made relative in int64 (float64 is exact for
+    differences, not for epoch nanoseconds).
+    """
+    refs, times = _int64_vector(earlier_refs), _int64_vector(stamps)
+    if band < 0:
+        raise ValueError(f'band must be >= 0, got {band}')
+    if times.size == 0:
+        return -1
+    return int(_match_newest_ns(refs, int(newest_ref), times, int(offset), int(band)))
+
+
+def _int64_vector(values: np.ndarray) -> np.ndarray:
+    # The aligner's own int64 views pass untouched: this runs on every frame.
+    if not (isinstance(values, np.ndarray) and values.dtype == np.int64
+            and values.flags.c_contiguous):
+        values = np.ascontiguousarray(values, dtype=np.int64)
+    if values.ndim != 1:
+        raise ValueError(f'match_newest_ns takes 1-D stamp arrays, got shape {values.shape}')
+    return values
+
+
+@numba.njit(cache=True, nogil=True)
+def _match_newest_ns(earlier: np.ndarray, newest: int, stamps: np.ndarray, offset: int,
+                     band: int) -> int:
+    oldest = earlier[0] if earlier.size else newest
+    lo = np.searchsorted(stamps, oldest + offset - band, 'left')
+    hi = np.searchsorted(stamps, newest + offset + band, 'right')
+    if lo >= hi:
+        return -1
+    ref = np.empty(earlier.size + 1, np.float64)
+    for i in range(earlier.size):
+        ref[i] = float(earlier[i] - newest)
+    ref[earlier.size] = 0.0
+    cand = np.empty(hi - lo, np.float64)
+    for j in range(hi - lo):
+        cand[j] = float(stamps[lo + j] - offset - newest)
+    j = _match_last(ref, cand, float(band))
+    return j + lo if j >= 0 else -1
+
+
 def match_path(ref_times: np.ndarray, cand_times: np.ndarray, band: float) -> np.ndarray:
     """Candidate index matched to every reference time (-1 where none), via match_last.
 
@@ -168,3 +216,5 @@ def warm_up() -> None:
     signal = np.linspace(0.0, 1.0, 8)
     banded_dtw_path(signal, signal, 2)
     match_last(signal, signal, 1.0)
+    stamps = np.arange(8, dtype=np.int64)
+    match_newest_ns(stamps[:-1], 7, stamps, 0, 1)
