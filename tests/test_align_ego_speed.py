@@ -124,6 +124,19 @@ def test_cluster_displacement_follows_the_static_world_back():
     assert math.isnan(cluster_displacement(previous, current + 10.0))  # nothing matches
 
 
+@pytest.mark.parametrize('yaw', [-0.035, -0.02, 0.0, 0.015, 0.03])
+def test_cluster_displacement_in_a_turn_is_the_forward_motion(yaw):
+    # The ego moves 1.1 m forward and turns by yaw: the world is shifted back, then turned by
+    # -yaw. A forward shift alone reads lateral clusters' x moves of yaw * y as speed and loses
+    # far clusters ahead sideways out of the 0.25 m match radius.
+    rng = np.random.default_rng(7)
+    previous = np.column_stack([rng.uniform(-25.0, 25.0, 30), rng.uniform(-12.0, 12.0, 30)])
+    c, s = math.cos(-yaw), math.sin(-yaw)
+    current = (previous - [1.1, 0.0]) @ np.array([[c, -s], [s, c]]).T
+    current += rng.normal(0.0, 0.02, current.shape)
+    assert cluster_displacement(previous, current) == pytest.approx(1.1, abs=0.02)
+
+
 def test_obstacle_displacement_between_sweeps():
     rng = np.random.default_rng(2)
     tracker = ObstacleDisplacement()
