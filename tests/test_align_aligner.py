@@ -196,6 +196,10 @@ def test_config_and_input_validation():
         AlignerConfig(max_wait_ns=-1)
     with pytest.raises(ValueError, match='unknown stream'):
         AlignerConfig(smoothing_ns=(('radar', 1),))
+    with pytest.raises(ValueError, match='unknown stream'):
+        AlignerConfig(min_window_fill_per_stream=(('radar', 0.3),))
+    with pytest.raises(ValueError, match='min_window_fill'):
+        AlignerConfig(min_window_fill_per_stream=(('lidar', 1.5),))
     with pytest.raises(ValueError, match='prior offset'):
         AlignerConfig(prior_offsets_ns=(('camera', 1),))
     with pytest.raises(ValueError, match='integer ns'):
@@ -287,7 +291,7 @@ def test_waits_only_when_a_nearer_sample_can_still_arrive():
     """A frame waits for the next lidar scan only if that scan can land before max_wait."""
     aligner = StreamAligner(AlignerConfig(
         streams=('lidar',), max_wait_ns=33 * MS, signature_delay_ns=(),
-        smoothing_ns=(('camera', 100 * MS), ('lidar', 100 * MS))))
+        min_window_fill_per_stream=(), smoothing_ns=(('camera', 100 * MS), ('lidar', 100 * MS))))
     events = []
     for k in range(300):  # 30 Hz camera, 15 ms transport; 10 Hz lidar, 105 ms (its sweep)
         events.append((k * 100 * MS // 3 + 15 * MS, 'camera', k * 100 * MS // 3))
