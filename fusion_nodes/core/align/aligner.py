@@ -369,9 +369,12 @@ class StreamAligner:
         The online estimate once locked (valid); before that the configured prior (0 without
         one), reported with valid False.
         """
-        return {name: tracker.estimate if self._corrects(name) else
-                replace(tracker.estimate, offset_ns=self._prior(name), valid=False)
-                for name, tracker in self._trackers.items()}
+        out = {}
+        for name, tracker in self._trackers.items():
+            offset, corrects = self._matcher_offset(name)
+            out[name] = (tracker.estimate if corrects else
+                         replace(tracker.estimate, offset_ns=offset, valid=False))
+        return out
 
     def stats(self) -> dict[str, int]:
         """Counters since construction: resets by cause, order faults, late, missing, etc."""
@@ -382,10 +385,6 @@ class StreamAligner:
 
     def _offset(self, stream: str) -> int:
         return self._matcher_offset(stream)[0]
-
-    def _corrects(self, stream: str) -> bool:
-        """Whether the stream's locked estimate replaces its prior in the matcher."""
-        return self._matcher_offset(stream)[1]
 
     def _matcher_offset(self, stream: str) -> tuple[int, bool]:
         """(offset the matcher applies to the stream, whether it is the locked estimate).
