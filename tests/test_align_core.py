@@ -31,6 +31,36 @@ def test_dtw_path_is_monotone_continuous_and_in_band(band):
     assert cost == pytest.approx(float(((x[path[:, 0]] - y[path[:, 1]]) ** 2).sum()))
 
 
+def _reference_banded_dtw_cost(x: np.ndarray, y: np.ndarray, band: int) -> float:
+    """The textbook full-matrix recurrence, cells outside the band forbidden."""
+    acc = np.full((x.size + 1, y.size + 1), np.inf)
+    acc[0, 0] = 0.0
+    for i in range(1, x.size + 1):
+        for j in range(max(1, i - band), min(y.size, i + band) + 1):
+            acc[i, j] = (x[i - 1] - y[j - 1]) ** 2 + min(acc[i - 1, j - 1], acc[i - 1, j],
+                                                         acc[i, j - 1])
+    return float(acc[x.size, y.size])
+
+
+@pytest.mark.parametrize('seed', range(30))
+def test_dtw_cost_is_the_banded_optimum_and_the_path_attains_it(seed):
+    # Unequal lengths, tight bands and integer signals (many tied steps) included: the kernel
+    # keeps two rows of costs and one byte of step per cell.
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 40))
+    m = int(rng.integers(max(1, n - 6), n + 7))
+    band = abs(n - m) + int(rng.integers(0, 8))
+    if seed % 2:
+        x, y = rng.integers(0, 3, n).astype(float), rng.integers(0, 3, m).astype(float)
+    else:
+        x, y = rng.normal(size=n), rng.normal(size=m)
+    cost, path = banded_dtw_path(x, y, band)
+    assert cost == pytest.approx(_reference_banded_dtw_cost(x, y, band), rel=1e-12, abs=1e-12)
+    assert path[0].tolist() == [0, 0] and path[-1].tolist() == [n - 1, m - 1]
+    assert (np.abs(path[:, 0] - path[:, 1]) <= band).all()
+    assert float(((x[path[:, 0]] - y[path[:, 1]]) ** 2).sum()) == pytest.approx(cost)
+
+
 def test_dtw_band_zero_is_euclidean_and_bad_input_raises():
     x, y = np.arange(5.0), np.arange(5.0) + 1.0
     cost, _ = banded_dtw_path(x, y, 0)

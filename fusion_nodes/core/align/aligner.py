@@ -231,6 +231,9 @@ class StreamAligner:
                                               config.hold_decay, config.lock_windows,
                                               config.lock_spread_ns, config.min_sharpness)
                           for name in config.streams}
+        # What the matcher applies per stream, read several times per message: worked out
+        # again only when a tracker changes (an estimate or a reset).
+        self._applied = {n: (self._priors[n], False) for n in names}
         self._pending: deque[_Sample] = deque()
         self._emitted_refs = StampRing(max(1, config.match_window - 1))
         self._ready: list[AlignedFrame] = []
@@ -387,21 +390,17 @@ class StreamAligner:
         return self._matcher_offset(stream)[0]
 
     def _matcher_offset(self, stream: str) -> tuple[int, bool]:
-        """(offset the matcher applies to the stream, whether it is the locked estimate).
+        """(offset the matcher applies to the stream, whether it is the locked estimate)."""
+        return self._applied[stream]
 
-        Unconfirmed online estimates never reach the matcher: until the gate locks, the
-        calibrated prior (or 0) is used.
-        """
-        tracker = self._trackers.get(stream)
-        if tracker is None:
-            return 0, False
-        prior = self._prior(stream)
+    def _refresh_applied(self, stream: str) -> None:
+        """Unconfirmed online estimates never reach the matcher: until the gate locks, the
+        calibrated prior (or 0) is used."""
+        tracker = self._trackers[stream]
+        prior = self._priors[stream]
         corrects = (tracker.locked and abs(tracker.estimate.offset_ns - prior)
                     > self.config.min_correction_ns)
-        return (tracker.estimate.offset_ns if corrects else prior), corrects
-
-    def _prior(self, stream: str) -> int:
-        return self._priors[stream]
+        self._applied[stream] = (tracker.estimate.offset_ns if corrects else prior), corrects
 
     def _reach(self, name: str) -> tuple[int, float] | None:
         """A stream's newest corrected stamp, and the earliest receiver time its next sample
@@ -525,6 +524,7 @@ class StreamAligner:
                                             cfg.max_offset_ns // cfg.offset_grid_ns)
         if self._trackers[stream].update(window):
             self._counters['estimates_accepted'] += 1
+        self._refresh_applied(stream)
         return window
 
     # ---- resets --------------------------------------------------------------------------
@@ -541,9 +541,11 @@ class StreamAligner:
             self._emitted_refs.clear()
             for name in self.config.streams:
                 self._trackers[name].reset()
+                self._refresh_applied(name)
                 self._next_estimate[name] = None
         else:
             self._trackers[state.name].reset()
+            self._refresh_applied(state.name)
             self._next_estimate[state.name] = None
 
     def _reset_all(self, cause: str) -> None:
