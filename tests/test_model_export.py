@@ -16,8 +16,8 @@ from fusion_nodes.model.network import build_model, INPUT_NAMES, OUTPUT_NAMES
 
 
 # Gate-normalised fusion (model 1.1.0), learned absent codes (tried, not shipped), gates that
-# see the single-sensor heads' agreement (1.2.0), that plus feature novelty (1.3), and a
-# novelty veto (1.4).
+# see the single-sensor heads' agreement (1.2.0), that plus feature novelty (1.3), a novelty
+# veto (1.4) and the camera-lidar yaw vetoes (1.5).
 ARCHITECTURES = {'normalised': {},
                  'absent_code': {'absent_code': True, 'mask_in_head': True, 'gate_floor': 0.1},
                  'consistency': {'gate_consistency': True, 'mask_in_head': True,
@@ -26,7 +26,11 @@ ARCHITECTURES = {'normalised': {},
                              'mask_in_head': True, 'gate_floor': 0.1},
                  'novelty_veto': {'gate_consistency': True, 'gate_novelty': True,
                                   'mask_in_head': True, 'gate_floor': 0.1,
-                                  'novelty_veto': (1.5, 1.5)}}
+                                  'novelty_veto': (1.5, 1.5)},
+                 'yaw_vetoes': {'gate_consistency': True, 'gate_novelty': True,
+                                'mask_in_head': True, 'gate_floor': 0.1,
+                                'novelty_veto': (1.5, 1.5), 'lidar_yaw_veto': (0.05, 0.3),
+                                'camera_disagreement_veto': (0.45, 1.5)}}
 
 
 @pytest.fixture(scope='module', params=sorted(ARCHITECTURES))

@@ -28,8 +28,8 @@ OPSET = 17
 TENSORRT_OPS = frozenset({
     'Add', 'AveragePool', 'BatchNormalization', 'Cast', 'Clip', 'Concat', 'Constant', 'Conv',
     'Div', 'Flatten', 'Gather', 'Gemm', 'GlobalAveragePool', 'GridSample', 'Identity', 'Log',
-    'MatMul', 'MaxPool', 'Mul', 'Pad', 'ReduceMean', 'Relu', 'Reshape', 'Resize', 'Sigmoid',
-    'Slice', 'Softmax', 'Squeeze', 'Sub', 'Tanh', 'Transpose', 'Unsqueeze',
+    'MatMul', 'MaxPool', 'Mul', 'Pad', 'ReduceMax', 'ReduceMean', 'Relu', 'Reshape', 'Resize',
+    'Sigmoid', 'Slice', 'Softmax', 'Sqrt', 'Squeeze', 'Sub', 'Tanh', 'Transpose', 'Unsqueeze',
 })
 HEALTH_FEATURE_NAMES = {
     'camera': list(CAMERA_HEALTH_FEATURES),
@@ -183,17 +183,23 @@ def load_trained_model(json_path: Path) -> tuple[GatedFusionNet, Any]:
 
 
 def reexport_model(json_path: Path, version: str,
-                   novelty_veto: tuple[float, ...] | None = None) -> Path:
+                   novelty_veto: tuple[float, ...] | None = None,
+                   lidar_yaw_veto: tuple[float, ...] | None = None,
+                   camera_disagreement_veto: tuple[float, ...] | None = None) -> Path:
     """Export a saved model's weights to its ONNX file again and rewrite its metadata.
 
     For a change in how the network is written or exported that keeps the weights: the
     weights file and the training record stay as they are; the ONNX file, its sha256 and the
-    version are new. novelty_veto, when given, replaces the architecture's (an inference-only
-    setting, see NetworkConfig).
+    version are new. The vetoes, when given, replace the architecture's (inference-only
+    settings, see NetworkConfig).
     """
     model, metadata = load_trained_model(json_path)
     if novelty_veto is not None:
         model.cfg = replace(model.cfg, novelty_veto=tuple(novelty_veto))
+    if lidar_yaw_veto is not None:
+        model.cfg = replace(model.cfg, lidar_yaw_veto=tuple(lidar_yaw_veto))
+    if camera_disagreement_veto is not None:
+        model.cfg = replace(model.cfg, camera_disagreement_veto=tuple(camera_disagreement_veto))
     onnx_sha = export_onnx(model, metadata.onnx_path)
     rewritten = build_metadata(model, metadata.name, version, metadata.onnx_file, onnx_sha,
                                metadata.torch_weights_file, metadata.torch_weights_sha256,

@@ -22,6 +22,8 @@ from torch import nn
 from fusion_nodes.core.config import BevGrid, CameraModel, SEMANTIC_CLASSES, SENSORS
 from fusion_nodes.model.lifting import bev_sampling_grid
 from fusion_nodes.model.novelty import FeatureNovelty
+from fusion_nodes.model.yaw_check import (
+    bev_rotation_grid, object_map, turn, turned_lidar, yaw_agreement, yaw_angles_deg, YAW_POOL)
 
 INPUT_NAMES = ('camera', 'lidar', 'gps', 'health', 'available')
 OUTPUT_NAMES = ('bev_logits', 'ego_velocity', 'ego_log_variance', 'gates')
@@ -75,6 +77,20 @@ class NetworkConfig:
     # training frame's. Set after training from those scores; 0 leaves a sensor without a
     # veto, () both.
     novelty_veto: tuple[float, ...] = ()
+    # At inference, (least gain, least agreement) of the camera-lidar yaw check
+    # (model/yaw_check.py) at which the lidar is dropped: its objects agree with the camera's
+    # better by at least the gain when turned by some angle of the search than as mounted,
+    # and reach at least the agreement there. Set after training from healthy training
+    # frames; () leaves it off.
+    lidar_yaw_veto: tuple[float, ...] = ()
+    # At inference, (agreement, lidar novelty): the camera is dropped where its objects agree
+    # with a lidar that looks healthy (novelty at most the second value, which needs
+    # gate_novelty) less, at every angle of the yaw search, than the first value: less than
+    # any healthy training frame's. The camera's map is then wrong, not the lidar's mount.
+    # () leaves it off.
+    camera_disagreement_veto: tuple[float, ...] = ()
+    yaw_search_deg: float = 30.0
+    yaw_step_deg: float = 5.0
 
     def __post_init__(self) -> None:
         if self.gate_mode not in GATE_MODES:
@@ -89,6 +105,16 @@ class NetworkConfig:
                                       and all(v >= 0.0 for v in self.novelty_veto)):
             raise ValueError('novelty_veto needs gate_novelty and two scores >= 0 '
                              f'(camera, lidar; 0 for none), got {self.novelty_veto}')
+        if self.lidar_yaw_veto and not (len(self.lidar_yaw_veto) == 2
+                                        and all(v > 0.0 for v in self.lidar_yaw_veto)):
+            raise ValueError('lidar_yaw_veto needs (gain, agreement), both > 0, got '
+                             f'{self.lidar_yaw_veto}')
+        if self.camera_disagreement_veto and not (
+                self.gate_novelty and len(self.camera_disagreement_veto) == 2
+                and all(v > 0.0 for v in self.camera_disagreement_veto)):
+            raise ValueError('camera_disagreement_veto needs gate_novelty and (agreement, '
+                             f'lidar novelty), both > 0, got {self.camera_disagreement_veto}')
+        yaw_angles_deg(self.yaw_search_deg, self.yaw_step_deg)  # raises on a bad search
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -158,6 +184,13 @@ class GatedFusionNet(nn.Module):
         coarse = nn.functional.avg_pool2d(self.camera_mask, CONSISTENCY_POOL)
         self.register_buffer('camera_mask_coarse', coarse, persistent=False)
         self._footprint_fraction = float(coarse.mean())
+        angles = yaw_angles_deg(cfg.yaw_search_deg, cfg.yaw_step_deg)
+        self._yaw_angles = len(angles)
+        self._yaw_zero = int(abs(angles).argmin())
+        self.register_buffer('yaw_grid', torch.from_numpy(
+            bev_rotation_grid(grid, YAW_POOL, angles))[None], persistent=False)
+        self.register_buffer('yaw_mask', nn.functional.avg_pool2d(self.camera_mask, YAW_POOL),
+                             persistent=False)
         lifted = (c1 + c3) * len(grids) + 1
         self.camera_to_bev = nn.Sequential(nn.Conv2d(lifted, d, 1), nn.ReLU())
         self.lidar_encoder = nn.Sequential(_conv(LIDAR_CHANNELS, d), _conv(d, d))
@@ -240,6 +273,55 @@ class GatedFusionNet(nn.Module):
         difference = ((p_camera - p_lidar) * mask).mean(dim=(2, 3)) * scale
         return torch.cat([agreement, difference], dim=1)
 
+    def _encode(self, camera: torch.Tensor, lidar: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(camera feature map, camera features lifted to the BEV grid, lidar BEV features)."""
+        camera_fine = self.camera_stem(camera)
+        camera_features = self.camera_encoder(camera_fine)
+        return camera_features, self._lift((camera_fine, camera_features)), \
+            self.lidar_encoder(lidar)
+
+    def yaw_check_of(self, camera: torch.Tensor, lidar: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """yaw_check on network inputs (for calibration and evaluation)."""
+        _, camera_bev, lidar_bev = self._encode(camera, lidar)
+        return self.yaw_check(camera_bev, lidar_bev)
+
+    def yaw_check(self, camera_bev: torch.Tensor, lidar_bev: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """([B, 1] best camera-lidar agreement over the yaw search, [B, 1] its gain over the
+        lidar as mounted); model/yaw_check.py."""
+        turned = turn(object_map(self.lidar_aux_head, lidar_bev.detach(), YAW_POOL),
+                      self._batched(self.yaw_grid, int(lidar_bev.shape[0])), self._yaw_angles)
+        scores = yaw_agreement(
+            object_map(self.camera_aux_head, camera_bev.detach(), YAW_POOL), turned,
+            self.yaw_mask)
+        return turned_lidar(scores, self._yaw_zero)
+
+    def _yaw_vetoes(self, kept: torch.Tensor, camera_bev: torch.Tensor,
+                    lidar_bev: torch.Tensor,
+                    novelty: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        """kept ([B, 3]) with the lidar yaw veto and the camera disagreement veto applied.
+
+        Each judges one sensor against the other, so each needs the other kept: a dropped
+        sensor is no reference. The two cannot both fire: one needs an agreement the other
+        says no healthy frame falls below.
+        """
+        best, gain = self.yaw_check(camera_bev, lidar_bev)
+        camera_kept, lidar_kept = kept[:, 0:1], kept[:, 1:2]
+        camera_off = torch.zeros_like(camera_kept)
+        lidar_off = torch.zeros_like(lidar_kept)
+        if self.cfg.lidar_yaw_veto:
+            min_gain, min_agreement = self.cfg.lidar_yaw_veto
+            lidar_off = _step(gain - min_gain) * _step(best - min_agreement) * camera_kept
+        if self.cfg.camera_disagreement_veto:
+            max_agreement, max_novelty = self.cfg.camera_disagreement_veto
+            # The tolerances spare the healthy frames that set the two bounds, scored again.
+            camera_off = (_step(max_agreement - VETO_TOLERANCE - best)
+                          * _step(max_novelty + VETO_TOLERANCE - novelty[1]) * lidar_kept)
+        return torch.cat([camera_kept * (1.0 - camera_off), lidar_kept * (1.0 - lidar_off),
+                          kept[:, 2:]], dim=1)
+
     def _gates(self, pooled: tuple[torch.Tensor, ...], health: torch.Tensor,
                available: torch.Tensor, agreement: torch.Tensor | None,
                novelty: tuple[torch.Tensor, torch.Tensor] | None
@@ -285,10 +367,7 @@ class GatedFusionNet(nn.Module):
 
         gate_override ([B, 3]) replaces the gates, e.g. for evaluating fixed gating.
         """
-        camera_fine = self.camera_stem(camera)
-        camera_features = self.camera_encoder(camera_fine)
-        camera_bev = self._lift((camera_fine, camera_features))
-        lidar_bev = self.lidar_encoder(lidar)
+        camera_features, camera_bev, lidar_bev = self._encode(camera, lidar)
         gps_features = self.gps_encoder(gps)
         camera_logits = self.camera_aux_head(camera_bev)
         lidar_logits = self.lidar_aux_head(lidar_bev)
@@ -301,10 +380,14 @@ class GatedFusionNet(nn.Module):
             novelty = (self.camera_novelty(pooled[0].detach()),
                        self.lidar_novelty(pooled[1].detach()))
         gates, logits = self._gates(pooled, health, available, agreement, novelty)
-        if not self.training and (self.cfg.gate_floor > 0.0 or self.cfg.novelty_veto):
-            # A gate the floor or the veto closed drops its sensor exactly as if it were
+        if not self.training and (self.cfg.gate_floor > 0.0 or self.cfg.novelty_veto
+                                  or self.cfg.lidar_yaw_veto
+                                  or self.cfg.camera_disagreement_veto):
+            # A gate the floor or a veto closed drops its sensor exactly as if it were
             # missing: the other gates are computed again without it, as in a run without it.
             kept = available * _step(torch.cat(gates, dim=1))
+            if self.cfg.lidar_yaw_veto or self.cfg.camera_disagreement_veto:
+                kept = self._yaw_vetoes(kept, camera_bev, lidar_bev, novelty)
             gates, logits = self._gates(pooled, health, kept, agreement, novelty)
         if gate_override is not None:
             gates = [gate_override[:, k:k + 1] for k in range(len(gates))]

@@ -36,6 +36,10 @@ VETO_SENSORS = ('camera', 'lidar')
 # The lidar veto dropped the rain and combined scenarios' degraded lidar, which model 1.3's
 # gates had learned to keep at part weight, and cost 0.027-0.035 mIoU in those windows.
 DEFAULT_VETO_SENSORS = ('camera',)
+# The lidar yaw veto (NetworkConfig.lidar_yaw_veto) from healthy training frames: a gain of
+# twice the highest any of them shows, and the agreement their first percentile reaches.
+YAW_GAIN_MARGIN = 2.0
+YAW_AGREEMENT_PERCENTILE = 1.0
 
 
 @dataclass(frozen=True)
@@ -196,6 +200,41 @@ def healthy_novelty_ceiling(model: GatedFusionNet, samples: dict[str, np.ndarray
     return ceilings[0], ceilings[1]
 
 
+def healthy_yaw_vetoes(model: GatedFusionNet, samples: dict[str, np.ndarray],
+                       lidar_novelty_ceiling: float | None = None, batch_size: int = 128
+                       ) -> tuple[tuple[float, float], tuple[float, ...]]:
+    """(NetworkConfig.lidar_yaw_veto, .camera_disagreement_veto) from the samples with camera
+    and lidar both healthy and present (model/yaw_check.py).
+
+    Lidar yaw veto: a gain YAW_GAIN_MARGIN times the highest that any such frame shows (a
+    healthy lidar's best yaw is 0, or one search step off on a sparse scene), and the
+    YAW_AGREEMENT_PERCENTILE percentile of their best agreement, so a lidar is dropped only
+    where, turned back, it agrees with the camera as a healthy pair does. Camera disagreement
+    veto: their lowest best agreement, and the highest healthy lidar novelty
+    (lidar_novelty_ceiling; without it, or without the novelty input, none is set).
+    """
+    healthy = (samples['available'][:, :2] * (1.0 - samples['failed'][:, :2])).min(axis=1) > 0
+    index_all = np.flatnonzero(healthy)
+    if index_all.size == 0:
+        raise ValueError('no sample with camera and lidar both healthy to calibrate on')
+    best_parts, gain_parts = [], []
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, index_all.size, batch_size):
+            batch = _tensors(samples, index_all[start:start + batch_size])
+            best, gain = model.yaw_check_of(batch['camera'], batch['lidar'])
+            best_parts.append(best[:, 0].numpy())
+            gain_parts.append(gain[:, 0].numpy())
+    best = np.concatenate(best_parts)
+    # A healthy set where no frame gained anything still needs a threshold above 0.
+    min_gain = YAW_GAIN_MARGIN * max(float(np.concatenate(gain_parts).max()), 0.01)
+    lidar_veto = (min_gain, float(np.percentile(best, YAW_AGREEMENT_PERCENTILE)))
+    camera_veto: tuple[float, ...] = ()
+    if lidar_novelty_ceiling is not None and model.cfg.gate_novelty:
+        camera_veto = (float(best.min()), float(lidar_novelty_ceiling))
+    return lidar_veto, camera_veto
+
+
 def validation_metrics(model: GatedFusionNet, samples: dict[str, np.ndarray]) -> dict:
     """mIoU, ego RMSE and gate means on held-out samples."""
     out = predict(model, samples)
@@ -259,9 +298,15 @@ def main(argv: list[str] | None = None) -> int:
                         help='sensors whose NetworkConfig.novelty_veto is set after training to '
                              'their highest healthy training novelty score (models with the '
                              'novelty input; default: camera; none: give the flag alone)')
+    parser.add_argument('--yaw-vetoes', action=argparse.BooleanOptionalAction,
+                        default=True,
+                        help='set NetworkConfig.lidar_yaw_veto and camera_disagreement_veto '
+                             'after training from healthy training frames (gated variant; '
+                             'default on)')
     parser.add_argument('--recalibrate', type=Path, metavar='MODEL_JSON',
-                        help='train nothing: set the novelty veto of this trained model from '
-                             'its training data and export it again as --version')
+                        help='train nothing: set the novelty veto (and the yaw vetoes) of '
+                             'this trained model from its training data and export it again '
+                             'as --version')
     parser.add_argument('--version', default=MODEL_VERSION,
                         help=f'version to write (default {MODEL_VERSION})')
     parser.add_argument('--val-every', type=int, default=0,
@@ -281,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     samples = dataset.load_samples(items)
     if args.recalibrate is not None:
         return _recalibrate(args.recalibrate, args.version, samples,
-                            dataset.data_sha256(items), args.novelty_veto)
+                            dataset.data_sha256(items), args.novelty_veto, args.yaw_vetoes)
     train, val = _split_by_recording(samples, args.val_every)
     gated = args.variant == 'gated'
     gate_mode = 'learned' if gated else 'fixed'
@@ -313,9 +358,14 @@ def main(argv: list[str] | None = None) -> int:
     }
     if val is not None:
         training['validation_metrics'] = validation_metrics(model, val)
-    if args.novelty_veto and model.cfg.gate_novelty:
-        ceilings = healthy_novelty_ceiling(model, train)
+    ceilings = healthy_novelty_ceiling(model, train) if model.cfg.gate_novelty else None
+    if args.novelty_veto and ceilings is not None:
         model.cfg = replace(model.cfg, novelty_veto=_veto(ceilings, args.novelty_veto))
+    if args.yaw_vetoes and gated:
+        lidar_veto, camera_veto = healthy_yaw_vetoes(
+            model, train, None if ceilings is None else ceilings[1])
+        model.cfg = replace(model.cfg, lidar_yaw_veto=lidar_veto,
+                            camera_disagreement_veto=camera_veto)
     out_dir = args.out or (Path('models') if gated else args.data_dir / 'models')
     name = args.name or (MODEL_NAME if gated else 'ungated_fusion')
     json_path = write_model(model, out_dir, name, args.version, json_finite(training))
@@ -330,8 +380,8 @@ def _veto(ceilings: tuple[float, float], sensors: list[str]) -> tuple[float, flo
 
 
 def _recalibrate(json_path: Path, version: str, samples: dict[str, np.ndarray],
-                 data_sha256: str, sensors: list[str]) -> int:
-    """--recalibrate: the veto from the very data the model was trained on, then re-export."""
+                 data_sha256: str, sensors: list[str], yaw_veto: bool = True) -> int:
+    """--recalibrate: the vetoes from the very data the model was trained on, then re-export."""
     model, metadata = load_trained_model(json_path)
     trained_on = metadata.training.get('data_sha256')
     if trained_on != data_sha256:
@@ -339,10 +389,15 @@ def _recalibrate(json_path: Path, version: str, samples: dict[str, np.ndarray],
               f'{data_sha256}; pass the same --data-dir, --duration, --scenarios and --seeds',
               file=sys.stderr)
         return 2
-    veto = _veto(healthy_novelty_ceiling(model, samples), sensors)
-    reexport_model(json_path, version, novelty_veto=veto)
+    ceilings = healthy_novelty_ceiling(model, samples)
+    veto = _veto(ceilings, sensors)
+    lidar_yaw, camera_disagreement = (healthy_yaw_vetoes(model, samples, ceilings[1])
+                                      if yaw_veto else ((), ()))
+    reexport_model(json_path, version, novelty_veto=veto, lidar_yaw_veto=lidar_yaw,
+                   camera_disagreement_veto=camera_disagreement)
     print(f'wrote {json_path} (version {version}), novelty veto camera {veto[0]:.4f}, '
-          f'lidar {veto[1]:.4f}', flush=True)
+          f'lidar {veto[1]:.4f}; lidar yaw veto {lidar_yaw or "off"}, camera disagreement '
+          f'veto {camera_disagreement or "off"}', flush=True)
     return 0
 
 
