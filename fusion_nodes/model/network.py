@@ -10,7 +10,9 @@ agree, and with gate_novelty how far their pooled features lie from healthy trai
 (model/novelty.py). The BEV features are fused GMU-style, as the gate-normalised mean (a lone
 sensor passes through unscaled), or with absent_code (tried, not shipped) as the mean of each
 sensor's gate-weighted features plus a learned 'absent' code in the rest of its weight. The
-ego-velocity head sees GPS only through its gate.
+ego-velocity head sees GPS only through its gate. At inference a gate floor and three vetoes
+(novelty; camera-lidar yaw, model/yaw_check.py) can drop a sensor, which is then fused as
+missing.
 """
 
 from dataclasses import asdict, dataclass, fields
@@ -278,8 +280,8 @@ class GatedFusionNet(nn.Module):
         """(camera feature map, camera features lifted to the BEV grid, lidar BEV features)."""
         camera_fine = self.camera_stem(camera)
         camera_features = self.camera_encoder(camera_fine)
-        return camera_features, self._lift((camera_fine, camera_features)), \
-            self.lidar_encoder(lidar)
+        camera_bev = self._lift((camera_fine, camera_features))
+        return camera_features, camera_bev, self.lidar_encoder(lidar)
 
     def yaw_check_of(self, camera: torch.Tensor, lidar: torch.Tensor
                      ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -308,19 +310,19 @@ class GatedFusionNet(nn.Module):
         says no healthy frame falls below.
         """
         best, gain = self.yaw_check(camera_bev, lidar_bev)
-        camera_kept, lidar_kept = kept[:, 0:1], kept[:, 1:2]
-        camera_off = torch.zeros_like(camera_kept)
-        lidar_off = torch.zeros_like(lidar_kept)
+        camera, lidar = kept[:, 0:1], kept[:, 1:2]
+        camera_after, lidar_after = camera, lidar
         if self.cfg.lidar_yaw_veto:
             min_gain, min_agreement = self.cfg.lidar_yaw_veto
-            lidar_off = _step(gain - min_gain) * _step(best - min_agreement) * camera_kept
+            turned = _step(gain - min_gain) * _step(best - min_agreement) * camera
+            lidar_after = lidar * (1.0 - turned)
         if self.cfg.camera_disagreement_veto:
             max_agreement, max_novelty = self.cfg.camera_disagreement_veto
             # The tolerances spare the healthy frames that set the two bounds, scored again.
-            camera_off = (_step(max_agreement - VETO_TOLERANCE - best)
-                          * _step(max_novelty + VETO_TOLERANCE - novelty[1]) * lidar_kept)
-        return torch.cat([camera_kept * (1.0 - camera_off), lidar_kept * (1.0 - lidar_off),
-                          kept[:, 2:]], dim=1)
+            wrong = (_step(max_agreement - VETO_TOLERANCE - best)
+                     * _step(max_novelty + VETO_TOLERANCE - novelty[1]) * lidar)
+            camera_after = camera * (1.0 - wrong)
+        return torch.cat([camera_after, lidar_after, kept[:, 2:]], dim=1)
 
     def _gates(self, pooled: tuple[torch.Tensor, ...], health: torch.Tensor,
                available: torch.Tensor, agreement: torch.Tensor | None,
