@@ -185,7 +185,7 @@ def test_held_out_scenarios_give_test_recordings_only(tmp_path):
     test = {r.scenario for r in dataset.recordings('test', spec)}
     assert 'lidar_crosstalk' in test and 'lidar_crosstalk' not in train
     assert test - train == {'lidar_crosstalk', 'camera_channel_swap', 'lidar_yaw_misaligned',
-                            'camera_upside_down'}
+                            'camera_upside_down', 'camera_yaw_misaligned'}
     with pytest.raises(ValueError, match='held out of training'):
         dataset.recordings('train', spec, ['lidar_crosstalk'])
 

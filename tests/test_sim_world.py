@@ -339,3 +339,29 @@ def test_failure_change_times_are_window_and_slot_edges():
     for t in changes:
         # The state published at an edge is the one from that instant on.
         assert world.failure_flags(t) == world.failure_flags(t + 1)
+
+
+def _horizon_shift(clean: np.ndarray, turned: np.ndarray) -> int:
+    """Columns the far field near the horizon moved by, from edge profiles of a band there."""
+    profiles = []
+    for frame in (clean, turned):
+        grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY).astype(np.float32)
+        edges = np.abs(np.diff(grey[205:235], axis=1)).sum(axis=0)
+        profiles.append(edges - edges.mean())
+    a, b = profiles
+    shifts = range(-200, 201)
+    scores = [float(np.dot(a[max(0, -s):a.size - max(0, s)], b[max(0, s):b.size - max(0, -s)]))
+              for s in shifts]
+    return shifts[int(np.argmax(scores))]
+
+
+def test_a_camera_turned_on_its_mount_sees_the_scene_moved_sideways():
+    # Turned 20 degrees to the left, distant things move about fx * tan(20 deg) = 116 px to
+    # the right (nearer ones less: the camera turns about its own mount point, 1.5 m ahead of
+    # base_link); outside the window the frame is the healthy one.
+    scenario = load_scenario('camera_yaw_misaligned')
+    world = World(scenario, 11000, horizon_s=12.0)
+    inside = _t(scenario, 7.0)
+    assert 60 <= _horizon_shift(world.clean_camera(inside), world.render_camera(inside)) <= 160
+    outside = _t(scenario, 3.0)
+    np.testing.assert_array_equal(world.render_camera(outside), world.clean_camera(outside))

@@ -36,6 +36,13 @@ VETO_SENSORS = ('camera', 'lidar')
 # The lidar veto dropped the rain and combined scenarios' degraded lidar, which model 1.3's
 # gates had learned to keep at part weight, and cost 0.027-0.035 mIoU in those windows.
 DEFAULT_VETO_SENSORS = ('camera',)
+# The yaw vetoes a gated model gets by default: the camera's (NetworkConfig.
+# camera_disagreement_veto) only. A camera turned on its mount looks to the yaw check like a
+# lidar turned the other way, so the lidar veto drops the healthy lidar and keeps the turned
+# camera: camera_yaw_misaligned 0.174 against the lidar alone's 0.434 (model 1.5.0, three
+# test seeds), where it fixed the turned lidar (0.284 -> 0.309 = camera alone).
+YAW_VETO_SENSORS = ('camera', 'lidar')
+DEFAULT_YAW_VETOES = ('camera',)
 # The lidar yaw veto (NetworkConfig.lidar_yaw_veto) from healthy training frames: a gain of
 # twice the highest any of them shows, and the agreement their first percentile reaches.
 YAW_GAIN_MARGIN = 2.0
@@ -298,15 +305,15 @@ def main(argv: list[str] | None = None) -> int:
                         help='sensors whose NetworkConfig.novelty_veto is set after training to '
                              'their highest healthy training novelty score (models with the '
                              'novelty input; default: camera; none: give the flag alone)')
-    parser.add_argument('--yaw-vetoes', action=argparse.BooleanOptionalAction,
-                        default=True,
-                        help='set NetworkConfig.lidar_yaw_veto and camera_disagreement_veto '
-                             'after training from healthy training frames (gated variant; '
-                             'default on)')
+    parser.add_argument('--yaw-vetoes', nargs='*', choices=YAW_VETO_SENSORS,
+                        default=list(DEFAULT_YAW_VETOES), metavar='SENSOR',
+                        help='sensors whose yaw-check veto is set after training from healthy '
+                             'training frames: camera (NetworkConfig.camera_disagreement_veto), '
+                             'lidar (lidar_yaw_veto); gated variant; default: camera; none: '
+                             'give the flag alone')
     parser.add_argument('--recalibrate', type=Path, metavar='MODEL_JSON',
-                        help='train nothing: set the novelty veto (and the yaw vetoes) of '
-                             'this trained model from its training data and export it again '
-                             'as --version')
+                        help='train nothing: set the novelty and yaw vetoes of this trained '
+                             'model from its training data and export it again as --version')
     parser.add_argument('--version', default=MODEL_VERSION,
                         help=f'version to write (default {MODEL_VERSION})')
     parser.add_argument('--val-every', type=int, default=0,
@@ -326,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     samples = dataset.load_samples(items)
     if args.recalibrate is not None:
         return _recalibrate(args.recalibrate, args.version, samples,
-                            dataset.data_sha256(items), args.novelty_veto, args.yaw_vetoes)
+                            dataset.data_sha256(items), args.novelty_veto,
+                            tuple(args.yaw_vetoes))
     train, val = _split_by_recording(samples, args.val_every)
     gated = args.variant == 'gated'
     gate_mode = 'learned' if gated else 'fixed'
@@ -362,8 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.novelty_veto and ceilings is not None:
         model.cfg = replace(model.cfg, novelty_veto=_veto(ceilings, args.novelty_veto))
     if args.yaw_vetoes and gated:
-        lidar_veto, camera_veto = healthy_yaw_vetoes(
-            model, train, None if ceilings is None else ceilings[1])
+        lidar_veto, camera_veto = _chosen(healthy_yaw_vetoes(
+            model, train, None if ceilings is None else ceilings[1]), args.yaw_vetoes)
         model.cfg = replace(model.cfg, lidar_yaw_veto=lidar_veto,
                             camera_disagreement_veto=camera_veto)
     out_dir = args.out or (Path('models') if gated else args.data_dir / 'models')
@@ -379,8 +387,16 @@ def _veto(ceilings: tuple[float, float], sensors: list[str]) -> tuple[float, flo
     return tuple(c if s in sensors else 0.0 for c, s in zip(ceilings, VETO_SENSORS))
 
 
+def _chosen(vetoes: tuple[tuple[float, ...], tuple[float, ...]], sensors: list[str]
+            ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(lidar yaw veto, camera disagreement veto) with those of sensors not chosen off."""
+    lidar, camera = vetoes
+    return (lidar if 'lidar' in sensors else ()), (camera if 'camera' in sensors else ())
+
+
 def _recalibrate(json_path: Path, version: str, samples: dict[str, np.ndarray],
-                 data_sha256: str, sensors: list[str], yaw_veto: bool = True) -> int:
+                 data_sha256: str, sensors: list[str],
+                 yaw_sensors: tuple[str, ...] = DEFAULT_YAW_VETOES) -> int:
     """--recalibrate: the vetoes from the very data the model was trained on, then re-export."""
     model, metadata = load_trained_model(json_path)
     trained_on = metadata.training.get('data_sha256')
@@ -391,8 +407,9 @@ def _recalibrate(json_path: Path, version: str, samples: dict[str, np.ndarray],
         return 2
     ceilings = healthy_novelty_ceiling(model, samples)
     veto = _veto(ceilings, sensors)
-    lidar_yaw, camera_disagreement = (healthy_yaw_vetoes(model, samples, ceilings[1])
-                                      if yaw_veto else ((), ()))
+    lidar_yaw, camera_disagreement = (
+        _chosen(healthy_yaw_vetoes(model, samples, ceilings[1]), list(yaw_sensors))
+        if yaw_sensors else ((), ()))
     reexport_model(json_path, version, novelty_veto=veto, lidar_yaw_veto=lidar_yaw,
                    camera_disagreement_veto=camera_disagreement)
     print(f'wrote {json_path} (version {version}), novelty veto camera {veto[0]:.4f}, '

@@ -18,14 +18,16 @@ from fusion_nodes.sim.timing import SensorTiming
 
 SPLITS = ('train', 'val', 'test')
 FAILURE_KINDS = {
-    'camera': ('blackout', 'glare', 'blur', 'frozen', 'dirt', 'channel_swap', 'upside_down'),
+    'camera': ('blackout', 'glare', 'blur', 'frozen', 'dirt', 'channel_swap', 'upside_down',
+               'yaw_misaligned'),
     'lidar': ('dropout', 'sparse', 'rain', 'frozen', 'crosstalk', 'yaw_misaligned'),
     'gps': ('outage', 'no_fix', 'multipath', 'drift'),
 }
 # Kinds no training run may see: they judge whether the gates help against a failure the
 # fusion head never learned to read. Only a held_out scenario may contain them.
 HELD_OUT_KINDS = {('lidar', 'crosstalk'), ('camera', 'channel_swap'),
-                  ('lidar', 'yaw_misaligned'), ('camera', 'upside_down')}
+                  ('lidar', 'yaw_misaligned'), ('camera', 'upside_down'),
+                  ('camera', 'yaw_misaligned')}
 # Camera exposes instantly; a lidar message leaves after its 0.1 s sweep; GPS receivers batch.
 DEFAULT_TIMING = {
     'camera': SensorTiming(rate_hz=30.0, latency_ms=15.0, latency_jitter_ms=2.0),

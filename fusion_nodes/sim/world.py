@@ -72,7 +72,25 @@ class World:
             return self.clean_camera(t_ns)
         if window.kind == 'frozen':
             return self.clean_camera(self._window_start_ns(window))
+        if window.kind == 'yaw_misaligned':
+            return self._turned_camera(t_ns, math.radians(float(window.params.get('yaw_deg',
+                                                                                  20.0))))
         return camera_failure(self.clean_camera(t_ns), window, self.seed, int(t_ns))
+
+    def _turned_camera(self, t_ns: int, yaw: float) -> np.ndarray:
+        """The frame of a camera turned by yaw (counter-clockwise) about its own mount point.
+
+        Rendered as from a vehicle turned by yaw and moved so that the camera stays where it
+        is: a sharp, well-exposed, healthy-looking frame that the calibration misplaces.
+        """
+        ego = self.ego_state(t_ns)
+        tx, ty = (float(v) for v in self.scenario.camera.translation[:2])
+        c, s = math.cos(ego.yaw), math.sin(ego.yaw)
+        ct, st = math.cos(ego.yaw + yaw), math.sin(ego.yaw + yaw)
+        x = ego.x + (c * tx - s * ty) - (ct * tx - st * ty)
+        y = ego.y + (s * tx + c * ty) - (st * tx + ct * ty)
+        return self._renderer.render(x, y, ego.yaw + yaw, self._arrays,
+                                     int(t_ns) // 1_000_000)
 
     def clean_lidar(self, t_ns: int) -> np.ndarray:
         """The sweep a healthy lidar starts at t_ns (POINT_DTYPE, lidar frame)."""
