@@ -7,7 +7,7 @@ import torch
 from fusion_nodes.core.config import BevGrid
 from fusion_nodes.model.network import GatedFusionNet, NetworkConfig
 from fusion_nodes.model.yaw_check import (
-    bev_rotation_grid, turn, turned_lidar, yaw_agreement, yaw_angles_deg)
+    best_turn, bev_rotation_grid, turn, yaw_agreement, yaw_angles_deg)
 
 GRID = BevGrid()
 POOL = 2
@@ -72,12 +72,12 @@ def test_a_turned_lidar_agrees_best_turned_back(seed):
         return yaw_agreement(camera, turn(lidar, grid, len(angles)), mask)
 
     aligned = agreement(camera)
-    best, gain = turned_lidar(aligned, zero)
+    best, gain = best_turn(aligned, zero)
     assert int(aligned.argmax()) == zero and gain.item() == 0.0
     assert best.item() == pytest.approx(1.0, abs=1e-3)
     # A lidar turned by -20 degrees on its mount matches once turned by +20.
     scores = agreement(_turn(camera, -20.0))
-    best, gain = turned_lidar(scores, zero)
+    best, gain = best_turn(scores, zero)
     assert angles[int(scores.argmax())] == 20.0
     assert gain.item() > 0.3 and best.item() > 0.6
 
@@ -97,27 +97,36 @@ def _model(**cfg) -> GatedFusionNet:
     return model.eval()
 
 
-@pytest.mark.parametrize('best, gain, dropped', [(0.9, 0.5, True), (0.9, 0.01, False),
-                                                 (0.2, 0.5, False)])
-def test_the_veto_drops_the_lidar_exactly_as_if_it_were_missing(best, gain, dropped):
-    vetoed = _model(lidar_yaw_veto=(0.1, 0.5))
-    vetoed.yaw_check = lambda camera_bev, lidar_bev: (torch.tensor([[best]]),
-                                                      torch.tensor([[gain]]))
-    plain = _model()
+def _with_yaw_check(model: GatedFusionNet, best: float, gain: float) -> GatedFusionNet:
+    """The model with its yaw check replaced by fixed (best agreement, gain)."""
+    model.yaw_check = lambda camera_bev, lidar_bev: (torch.tensor([[best]]),
+                                                     torch.tensor([[gain]]))
+    return model
+
+
+def _assert_dropped_as_missing(vetoed: GatedFusionNet, plain: GatedFusionNet, sensor: int,
+                               dropped: bool) -> None:
+    """vetoed drops sensor (or not) exactly as plain runs with it missing (or present)."""
     inputs = _inputs()
-    missing = _inputs(available=(1.0, 0.0, 1.0))
+    available = [1.0, 1.0, 1.0]
+    available[sensor] = 0.0
     with torch.no_grad():
         out = vetoed(**inputs)
-        reference = plain(**(missing if dropped else inputs))
-    assert (out[3][0, 1].item() == 0.0) == dropped
+        reference = plain(**(_inputs(available=tuple(available)) if dropped else inputs))
+    assert (out[3][0, sensor].item() == 0.0) == dropped
     for a, b in zip(out, reference):
         torch.testing.assert_close(a, b, rtol=0.0, atol=0.0)
 
 
+@pytest.mark.parametrize('best, gain, dropped', [(0.9, 0.5, True), (0.9, 0.01, False),
+                                                 (0.2, 0.5, False)])
+def test_the_veto_drops_the_lidar_exactly_as_if_it_were_missing(best, gain, dropped):
+    vetoed = _with_yaw_check(_model(lidar_yaw_veto=(0.1, 0.5)), best, gain)
+    _assert_dropped_as_missing(vetoed, _model(), 1, dropped)
+
+
 def test_the_veto_needs_a_camera_to_check_against():
-    vetoed = _model(lidar_yaw_veto=(0.1, 0.5))
-    vetoed.yaw_check = lambda camera_bev, lidar_bev: (torch.tensor([[0.9]]),
-                                                      torch.tensor([[0.5]]))
+    vetoed = _with_yaw_check(_model(lidar_yaw_veto=(0.1, 0.5)), 0.9, 0.5)
     inputs = _inputs(available=(0.0, 1.0, 1.0))
     with torch.no_grad():
         gates = vetoed(**inputs)[3][0]
@@ -158,23 +167,14 @@ def test_a_camera_no_turn_of_a_healthy_lidar_agrees_with_is_dropped(best, lidar_
         lidar_novelty = plain.lidar_novelty(out['lidar_pooled']).item()
     # The veto trusts the lidar only while its novelty is within the healthy bound.
     bound = lidar_novelty * (0.5 if lidar_novel else 2.0)
-    vetoed = _novelty_model(camera_disagreement_veto=(0.4, bound))
-    vetoed.yaw_check = lambda camera_bev, lidar_bev: (torch.tensor([[best]]),
-                                                      torch.tensor([[0.0]]))
-    missing = _inputs(available=(0.0, 1.0, 1.0))
-    with torch.no_grad():
-        got = vetoed(**inputs)
-        reference = plain(**(missing if dropped else inputs))
-    assert (got[3][0, 0].item() == 0.0) == dropped
-    for a, b in zip(got, reference):
-        torch.testing.assert_close(a, b, rtol=0.0, atol=0.0)
+    vetoed = _with_yaw_check(_novelty_model(camera_disagreement_veto=(0.4, bound)), best, 0.0)
+    _assert_dropped_as_missing(vetoed, plain, 0, dropped)
 
 
 def test_a_low_agreement_drops_the_camera_not_the_lidar_whatever_the_gain():
     # An agreement below the camera bound is below the lidar veto's least agreement too.
-    both = _novelty_model(lidar_yaw_veto=(0.1, 0.5), camera_disagreement_veto=(0.4, 1e6))
-    both.yaw_check = lambda camera_bev, lidar_bev: (torch.tensor([[0.3]]),
-                                                    torch.tensor([[0.3]]))
+    both = _with_yaw_check(_novelty_model(lidar_yaw_veto=(0.1, 0.5),
+                                          camera_disagreement_veto=(0.4, 1e6)), 0.3, 0.3)
     with torch.no_grad():
         gates = both(**_inputs())[3][0]
     assert gates[0].item() == 0.0 and gates[1].item() > 0.0

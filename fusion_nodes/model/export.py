@@ -194,12 +194,10 @@ def reexport_model(json_path: Path, version: str,
     settings, see NetworkConfig).
     """
     model, metadata = load_trained_model(json_path)
-    if novelty_veto is not None:
-        model.cfg = replace(model.cfg, novelty_veto=tuple(novelty_veto))
-    if lidar_yaw_veto is not None:
-        model.cfg = replace(model.cfg, lidar_yaw_veto=tuple(lidar_yaw_veto))
-    if camera_disagreement_veto is not None:
-        model.cfg = replace(model.cfg, camera_disagreement_veto=tuple(camera_disagreement_veto))
+    given = {'novelty_veto': novelty_veto, 'lidar_yaw_veto': lidar_yaw_veto,
+             'camera_disagreement_veto': camera_disagreement_veto}
+    model.cfg = replace(model.cfg, **{name: tuple(value) for name, value in given.items()
+                                      if value is not None})
     onnx_sha = export_onnx(model, metadata.onnx_path)
     rewritten = build_metadata(model, metadata.name, version, metadata.onnx_file, onnx_sha,
                                metadata.torch_weights_file, metadata.torch_weights_sha256,

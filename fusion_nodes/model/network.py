@@ -25,7 +25,7 @@ from fusion_nodes.core.config import BevGrid, CameraModel, SEMANTIC_CLASSES, SEN
 from fusion_nodes.model.lifting import bev_sampling_grid
 from fusion_nodes.model.novelty import FeatureNovelty
 from fusion_nodes.model.yaw_check import (
-    bev_rotation_grid, object_map, turn, turned_lidar, yaw_agreement, yaw_angles_deg, YAW_POOL)
+    best_turn, bev_rotation_grid, object_map, turn, yaw_agreement, yaw_angles_deg, YAW_POOL)
 
 INPUT_NAMES = ('camera', 'lidar', 'gps', 'health', 'available')
 OUTPUT_NAMES = ('bev_logits', 'ego_velocity', 'ego_log_variance', 'gates')
@@ -298,7 +298,7 @@ class GatedFusionNet(nn.Module):
         scores = yaw_agreement(
             object_map(self.camera_aux_head, camera_bev.detach(), YAW_POOL), turned,
             self.yaw_mask)
-        return turned_lidar(scores, self._yaw_zero)
+        return best_turn(scores, self._yaw_zero)
 
     def _yaw_vetoes(self, kept: torch.Tensor, camera_bev: torch.Tensor,
                     lidar_bev: torch.Tensor,

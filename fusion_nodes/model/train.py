@@ -366,7 +366,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     if val is not None:
         training['validation_metrics'] = validation_metrics(model, val)
-    ceilings = healthy_novelty_ceiling(model, train) if model.cfg.gate_novelty else None
+    # The novelty ceilings feed the novelty veto and the camera disagreement veto.
+    ceilings = (healthy_novelty_ceiling(model, train) if model.cfg.gate_novelty and (
+        args.novelty_veto or (gated and 'camera' in args.yaw_vetoes)) else None)
     if args.novelty_veto and ceilings is not None:
         model.cfg = replace(model.cfg, novelty_veto=_veto(ceilings, args.novelty_veto))
     if args.yaw_vetoes and gated:

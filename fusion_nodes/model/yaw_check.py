@@ -100,7 +100,7 @@ def yaw_agreement(camera_objects: torch.Tensor, turned: torch.Tensor, mask: torc
     return (cross / torch.sqrt(camera_energy * lidar_energy + _EPS)).reshape(batch, angles)
 
 
-def turned_lidar(scores: torch.Tensor, zero_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+def best_turn(scores: torch.Tensor, zero_index: int) -> tuple[torch.Tensor, torch.Tensor]:
     """([B, 1] best agreement over the angles, [B, 1] its gain over the mounted yaw)."""
     best = scores.max(dim=1, keepdim=True).values
     return best, best - scores[:, zero_index:zero_index + 1]
