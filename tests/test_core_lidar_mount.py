@@ -63,6 +63,33 @@ def test_monitor_alarms_on_a_turned_lidar_and_clears_when_fixed():
     assert not fixed[-1].in_error
 
 
+def test_travel_evidence_reads_steady_then_nothing_at_the_turn_then_turned():
+    world = scene(2)
+    monitor = LidarMountMonitor(PILLARS.grid)
+    healthy = _drive(monitor, world, 0.0, 3.0, 0.0)
+    assert np.isnan(healthy[0].travel_heading_deg)  # no step yet
+    assert abs(healthy[-1].travel_heading_deg) < 3.0
+    turned = _drive(monitor, world, 3.0, 3.0, 20.0)
+    # Long before the alarm the evidence says turned, and never steady on the way: the
+    # registrations across the turn hit the search edge, which voids the older steps.
+    steady = [s for s in turned if abs(s.travel_heading_deg) <= 3.0]
+    assert not steady
+    first = next(k for k, s in enumerate(turned) if abs(s.travel_heading_deg) >= 10.0)
+    alarm = next(k for k, s in enumerate(turned) if s.in_error)
+    assert first < alarm and first <= 12
+    assert any(np.isnan(s.travel_heading_deg) for s in turned[:first])
+
+
+def test_travel_evidence_ages_out_while_parked():
+    world = scene(2)
+    monitor = LidarMountMonitor(PILLARS.grid, LidarMountConfig(evidence_max_age_ns=2 * NS))
+    _drive(monitor, world, 0.0, 3.0, 0.0)
+    parked = [monitor.update(round((3.0 + k / 10) * NS), occupancy(world, 24.0, 0.0))
+              for k in range(30)]
+    assert abs(parked[5].travel_heading_deg) < 3.0
+    assert np.isnan(parked[-1].travel_heading_deg)
+
+
 def test_monitor_ignores_a_parked_vehicle_and_resets_on_a_step_back():
     world = scene(3)
     monitor = LidarMountMonitor(PILLARS.grid)
@@ -79,3 +106,5 @@ def test_config_validation():
         LidarMountConfig(lag_ns=0)
     with pytest.raises(ValueError, match='max_yaw_deg'):
         LidarMountConfig(max_yaw_deg=20.0)
+    with pytest.raises(ValueError, match='evidence_min_steps'):
+        LidarMountConfig(evidence_steps=2, evidence_min_steps=3)

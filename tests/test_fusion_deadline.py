@@ -206,3 +206,43 @@ def test_offset_estimates_run_after_the_frame_is_fused(rclpy_session, tmp_path):
         assert all(events[i - 1] == 'infer' for i, e in enumerate(events) if e == 'update')
     finally:
         node.destroy_node()
+
+
+@pytest.mark.parametrize('heading, blame, dropped', [
+    (0.5, True, 'camera'), (-19.0, True, 'lidar'), (float('nan'), True, None),
+    (6.0, True, None), (0.5, False, None)])
+def test_a_yaw_disagreement_drops_the_sensor_the_lidar_travel_blames(
+        rclpy_session, tmp_path, heading, blame, dropped):
+    """With the model's yaw_disagreement at 1, the frame is inferred again without the
+    sensor blame_for_yaw names from the lidar sample's travel heading."""
+    node = _fusion_node(tmp_path, max_wait_ms=0.0, yaw_blame=blame)
+    feeds = []
+    infer = node.backend.infer
+
+    def disagreeing(feed):
+        feeds.append(feed['available'].copy())
+        return {**infer(feed), 'yaw_disagreement': np.ones((1, 1), np.float32)}
+
+    node.backend.infer = disagreeing
+    try:
+        healthy_lidar = np.array([1.0, 1.0, 0.0, 0.02], np.float32)
+        healthy_camera = np.array([0.5, 0.4, 0.9, 0.0], np.float32)
+        now = node.get_clock().now().nanoseconds
+        node._accept(node.tracks['lidar'], SensorSample(
+            'lidar', now, now, np.zeros(node.input_shapes['lidar'][1:], np.float32),
+            healthy_lidar, 0.0, travel_heading_deg=heading))
+        feeds.clear()  # the lidar-only fallback output before any camera frame
+        node._accept(node.tracks['camera'], SensorSample(
+            'camera', now, now + 1, np.zeros(node.input_shapes['camera'][1:], np.float32),
+            healthy_camera, 0.0))
+        assert feeds[0][0].tolist() == [1.0, 1.0, 0.0]
+        if dropped is None:
+            assert len(feeds) == 1
+        else:
+            expected = [0.0 if dropped == 'camera' else 1.0,
+                        0.0 if dropped == 'lidar' else 1.0, 0.0]
+            assert len(feeds) == 2 and feeds[1][0].tolist() == expected
+        for sensor in ('camera', 'lidar'):
+            assert node.tracks[sensor].dropped_on_yaw == int(sensor == dropped)
+    finally:
+        node.destroy_node()

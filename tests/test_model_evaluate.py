@@ -10,6 +10,8 @@ import torch
 
 from fusion_nodes.model.evaluate import (
     acceptance, load_model, markdown, METHODS, plot_timelines, product_samples)
+from fusion_nodes.model.network import GatedFusionNet, NetworkConfig
+from fusion_nodes.model.predict import with_yaw_blame
 from tests.mount_scenes import occupancy, PILLARS, scene
 
 
@@ -128,7 +130,7 @@ def test_product_samples_follow_each_nodes_mount_check_parameter():
     }
     for k in range(frames):
         samples['lidar'][k, 0] = occupancy(world, 0.8 * k, mount_yaw_deg=20.0)
-    model = SimpleNamespace(grid=PILLARS.grid)
+    model = SimpleNamespace(grid=PILLARS.grid, cfg=NetworkConfig())
     dropped = product_samples(samples, model)['available'][:, 1]
     assert dropped[-10:].sum() == 0 and dropped[:5].all()
     off = {'lidar_node': {'mount_check': False}}
@@ -136,6 +138,38 @@ def test_product_samples_follow_each_nodes_mount_check_parameter():
     camera_off = {'camera_node': {'mount_check': False}}
     np.testing.assert_array_equal(
         product_samples(samples, model, camera_off)['available'][:, 1], dropped)
+
+
+def _disagreeing_model() -> GatedFusionNet:
+    """A model whose yaw check always sees the lidar agree far better turned."""
+    torch.manual_seed(0)
+    model = GatedFusionNet(cfg=NetworkConfig(yaw_disagreement=(0.1, 0.5))).eval()
+    model.yaw_check = lambda camera_bev, lidar_bev: (
+        torch.full((camera_bev.shape[0], 1), 0.9), torch.full((camera_bev.shape[0], 1), 0.5))
+    return model
+
+
+def test_the_yaw_blame_drops_the_sensor_the_lidar_travel_points_at():
+    frames = 5
+    gen = np.random.default_rng(2)
+    samples = {
+        'camera': gen.standard_normal((frames, 3, 96, 128)).astype(np.float32),
+        'lidar': gen.random((frames, 4, 64, 64)).astype(np.float32),
+        'gps': gen.standard_normal((frames, 8)).astype(np.float32),
+        'health': gen.random((frames, 3, 4)).astype(np.float32),
+        'available': np.ones((frames, 3), np.float32),
+    }
+    samples['available'][4, 0] = 0.0  # no camera: nothing to disagree with
+    headings = np.array([0.5, -19.0, np.nan, 6.0, 0.0])
+    out = with_yaw_blame(samples, _disagreeing_model(), headings)
+    np.testing.assert_array_equal(out['available'][:, :2],
+                                  [[0, 1], [1, 0], [1, 1], [1, 1], [0, 1]])
+    assert not out['camera'][0].any() and not out['lidar'][1].any()
+    np.testing.assert_array_equal(out['camera'][2:4], samples['camera'][2:4])
+    assert out['health'][0, 0].sum() == 0.0 and out['health'][0, 1].sum() > 0.0
+    # Without the disagreement output set, nothing is dropped.
+    plain = GatedFusionNet().eval()
+    assert with_yaw_blame(samples, plain, headings) is samples
 
 
 def test_load_model_gives_the_saved_weights_and_refuses_altered_files(tmp_path):

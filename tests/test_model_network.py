@@ -33,11 +33,11 @@ def test_output_shapes_follow_the_contract(model):
     with torch.no_grad():
         outputs = model(**_inputs())
     shapes = [tuple(t.shape) for t in outputs]
-    assert shapes == [(1, 6, 64, 64), (1, 3), (1, 3), (1, 3)]
+    assert shapes == [(1, 6, 64, 64), (1, 3), (1, 3), (1, 3), (1, 1)]
     positional = model(*_inputs().values())
     for a, b in zip(outputs, positional):
         torch.testing.assert_close(a, b)
-    assert len(OUTPUT_NAMES) == 4 and INPUT_NAMES[0] == 'camera'
+    assert len(OUTPUT_NAMES) == 5 and INPUT_NAMES[0] == 'camera'
 
 
 def test_batched_forward_matches_single_frames(model):

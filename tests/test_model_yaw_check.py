@@ -189,3 +189,26 @@ def test_a_bad_veto_setting_is_refused():
         NetworkConfig(camera_disagreement_veto=(0.4, 1.0))  # needs the novelty input
     with pytest.raises(ValueError):
         NetworkConfig(yaw_search_deg=5.0, yaw_step_deg=10.0)
+
+
+@pytest.mark.parametrize('best, gain, available, expected', [
+    ((0.9, 0.5, (1.0, 1.0, 1.0), 1.0)), ((0.9, 0.01, (1.0, 1.0, 1.0), 0.0)),
+    ((0.2, 0.5, (1.0, 1.0, 1.0), 0.0)), ((0.9, 0.5, (0.0, 1.0, 1.0), 0.0)),
+    ((0.9, 0.5, (1.0, 0.0, 1.0), 0.0))])
+def test_the_yaw_disagreement_output_reports_the_lidar_veto_test_without_acting(
+        best, gain, available, expected):
+    reporting = _with_yaw_check(_model(yaw_disagreement=(0.1, 0.5)), best, gain)
+    inputs = _inputs(available=available)
+    with torch.no_grad():
+        out = reporting(**inputs)
+        reference = _model()(**inputs)
+    assert out[4].shape == (1, 1) and out[4].item() == expected
+    # Reporting drops nothing: every other output is the plain model's.
+    for a, b in zip(out[:4], reference[:4]):
+        torch.testing.assert_close(a, b, rtol=0.0, atol=0.0)
+    assert reference[4].item() == 0.0
+
+
+def test_a_bad_yaw_disagreement_setting_is_refused():
+    with pytest.raises(ValueError, match='yaw_disagreement'):
+        NetworkConfig(yaw_disagreement=(0.1, 0.0))

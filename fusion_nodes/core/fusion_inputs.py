@@ -2,6 +2,7 @@
 
 from collections import OrderedDict
 from dataclasses import dataclass
+import math
 
 import numpy as np
 
@@ -10,7 +11,8 @@ from fusion_nodes.core.config import SENSORS
 
 @dataclass(frozen=True)
 class SensorSample:
-    """One sensor message after its node: network features, health and motion signature."""
+    """One sensor message after its node: network features, health and motion signature,
+    and (lidar) its mount check's travel heading evidence (NaN for none)."""
 
     sensor: str
     stamp_ns: int
@@ -19,6 +21,7 @@ class SensorSample:
     health: np.ndarray
     signature: float
     level: int = 0
+    travel_heading_deg: float = math.nan
 
 
 class StampJoiner:

@@ -12,10 +12,15 @@ Each step registers the occupancy channel of the BEV pillars against the scan ab
 correlation, gives the yaw between the scans and the shift. Only near-straight, moving,
 well-matched steps count; a two-sided CUSUM of their apparent heading (clipped, so a
 parked truck's wrong match cannot trip it alone) raises the alarm.
+
+The median of the last few counted headings is also reported, sooner than the alarm, as
+evidence for fusion_node's yaw blame (core/yaw_blame.py); a registration that hits the edge
+of the yaw search or matches poorly (as across a turn of the mount) voids it.
 """
 
 from collections import deque
 from dataclasses import dataclass
+import math
 
 import cv2
 import numpy as np
@@ -43,10 +48,20 @@ class LidarMountConfig:
     alarm_deg: float = 100.0
     ceiling_deg: float = 120.0
     median_steps: int = 20
+    # The travel heading evidence: the median of the last evidence_steps counted headings,
+    # with at least evidence_min_steps of them no older than evidence_max_age_ns, all since
+    # the last registration on the search edge or under min_peak.
+    evidence_steps: int = 5
+    evidence_min_steps: int = 3
+    evidence_max_age_ns: int = 5_000_000_000
 
     def __post_init__(self) -> None:
         if self.lag_ns <= 0:
             raise ValueError(f'lag_ns must be positive, got {self.lag_ns}')
+        if not 1 <= self.evidence_min_steps <= self.evidence_steps:
+            raise ValueError('need 1 <= evidence_min_steps <= evidence_steps')
+        if self.evidence_max_age_ns < 0:
+            raise ValueError('evidence_max_age_ns must be >= 0')
         if not 0.0 < self.yaw_step_deg <= self.yaw_search_deg:
             raise ValueError('need 0 < yaw_step_deg <= yaw_search_deg')
         if not 0.0 <= self.max_yaw_deg <= self.yaw_search_deg:
@@ -151,12 +166,14 @@ class ScanRegistration:
 
 @dataclass(frozen=True)
 class LidarMountState:
-    """The check after one scan: in_error, the CUSUM level and the recent heading median."""
+    """The check after one scan: in_error, the CUSUM level, the recent heading median, and
+    the travel heading evidence for the yaw blame (NaN when there is none)."""
 
     in_error: bool
     cusum_deg: float
     heading_deg: float
     steps: int
+    travel_heading_deg: float = math.nan
 
 
 class LidarMountMonitor:
@@ -173,6 +190,8 @@ class LidarMountMonitor:
         self._register = ScanRegistration(grid, cfg)
         self._history: deque[tuple[int, np.ndarray]] = deque()
         self._headings: deque[float] = deque(maxlen=cfg.median_steps)
+        self._recent: deque[tuple[int, float]] = deque(maxlen=cfg.evidence_steps)
+        self._last_stamp: int | None = None
         self._high = 0.0
         self._low = 0.0
         self.steps = 0
@@ -180,6 +199,8 @@ class LidarMountMonitor:
     def reset(self) -> None:
         self._history.clear()
         self._headings.clear()
+        self._recent.clear()
+        self._last_stamp = None
         self._high = self._low = 0.0
         self.steps = 0
 
@@ -187,7 +208,18 @@ class LidarMountMonitor:
         heading = float(np.median(self._headings)) if self._headings else 0.0
         level = max(self._high, self._low)
         return LidarMountState(in_error=level > self._cfg.alarm_deg, cusum_deg=level,
-                               heading_deg=heading, steps=self.steps)
+                               heading_deg=heading, steps=self.steps,
+                               travel_heading_deg=self._travel_heading())
+
+    def _travel_heading(self) -> float:
+        cfg = self._cfg
+        now = self._last_stamp
+        if now is None:
+            return math.nan
+        recent = [h for stamp, h in self._recent if now - stamp <= cfg.evidence_max_age_ns]
+        if len(recent) < cfg.evidence_min_steps:
+            return math.nan
+        return float(np.median(recent))
 
     def update(self, stamp_ns: int, occupancy: np.ndarray) -> LidarMountState:
         cfg = self._cfg
@@ -199,10 +231,16 @@ class LidarMountMonitor:
         self._history.append((int(stamp_ns), np.array(occupancy, dtype=np.float32)))
         while stamp_ns - self._history[0][0] > 2 * cfg.lag_ns:
             self._history.popleft()
+        self._last_stamp = int(stamp_ns)
         if reference is not None:
             motion = self._register(reference, occupancy)
-            if self._counts(motion):
+            if motion.on_search_edge or motion.peak < cfg.min_peak:
+                # The scan turned more than a vehicle does between two scans, or matched
+                # nothing: what it said before is no evidence for what it says now.
+                self._recent.clear()
+            elif self._counts(motion):
                 self._accumulate(motion.heading_deg)
+                self._recent.append((int(stamp_ns), motion.heading_deg))
         return self.state()
 
     def _reference(self, stamp_ns: int) -> np.ndarray | None:

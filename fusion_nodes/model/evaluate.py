@@ -25,13 +25,15 @@ import numpy as np
 import torch
 
 from fusion_nodes.core.config import NS_PER_S, SEMANTIC_CLASSES, SENSORS
+from fusion_nodes.core.yaw_blame import YawBlameConfig
 from fusion_nodes.model import dataset
 from fusion_nodes.model.export import json_finite, load_trained_model
 from fusion_nodes.model.features import camera_preprocess_config
 from fusion_nodes.model.metrics import confusion, gate_means, mean_iou, object_hits, rmse
 from fusion_nodes.model.network import GatedFusionNet
-from fusion_nodes.model.predict import predict, without_errors
-from fusion_nodes.nodes.params import sensor_params_in_force
+from fusion_nodes.model.predict import (
+    lidar_travel_headings, predict, with_yaw_blame, without_errors)
+from fusion_nodes.nodes.params import FUSION_PARAMS, sensor_params_in_force
 from fusion_nodes.sim.scenario import load_scenario
 
 METHODS = ('gated', 'camera_only', 'lidar_only', 'ungated', 'gates_open', 'late_fusion')
@@ -62,14 +64,22 @@ def _scores(bev_pred: np.ndarray, ego_pred: np.ndarray, samples: dict) -> dict[s
 
 def product_samples(samples: dict[str, np.ndarray], model: GatedFusionNet,
                     node_params: dict | None = None) -> dict[str, np.ndarray]:
-    """samples with every sensor its node puts in ERROR made missing, mount checks included
-    where the nodes' parameters (defaults, or node_params over them) turn them on."""
+    """samples as fusion_node fuses them: every sensor its node puts in ERROR made missing,
+    mount checks included, and the sensor it blames for a camera-lidar yaw disagreement,
+    where the nodes' parameters (defaults, or node_params over them) turn those on."""
     camera_params = sensor_params_in_force('camera_node', node_params)
     lidar_params = sensor_params_in_force('lidar_node', node_params)
-    return without_errors(
+    fusion_params = {**FUSION_PARAMS, **(node_params or {}).get('fusion_node', {})}
+    product = without_errors(
         samples, lidar_grid=model.grid if lidar_params['mount_check'] else None,
         camera_input=(camera_preprocess_config(camera_params) if camera_params['mount_check']
                       else None))
+    if not (fusion_params['yaw_blame'] and lidar_params['mount_check']
+            and model.cfg.yaw_disagreement):
+        return product
+    cfg = YawBlameConfig(float(fusion_params['yaw_blame_steady_deg']),
+                         float(fusion_params['yaw_blame_turned_deg']))
+    return with_yaw_blame(product, model, lidar_travel_headings(samples, model.grid), cfg)
 
 
 def evaluate_scenario(gated: GatedFusionNet, ungated: GatedFusionNet,

@@ -54,6 +54,7 @@ def io_specs(model: GatedFusionNet) -> tuple[list[dict], list[dict]]:
         {'name': 'ego_velocity', 'shape': [1, 3], 'dtype': 'float32'},
         {'name': 'ego_log_variance', 'shape': [1, 3], 'dtype': 'float32'},
         {'name': 'gates', 'shape': [1, len(SENSORS)], 'dtype': 'float32'},
+        {'name': 'yaw_disagreement', 'shape': [1, 1], 'dtype': 'float32'},
     ]
     return inputs, outputs
 
@@ -185,17 +186,19 @@ def load_trained_model(json_path: Path) -> tuple[GatedFusionNet, Any]:
 def reexport_model(json_path: Path, version: str,
                    novelty_veto: tuple[float, ...] | None = None,
                    lidar_yaw_veto: tuple[float, ...] | None = None,
-                   camera_disagreement_veto: tuple[float, ...] | None = None) -> Path:
+                   camera_disagreement_veto: tuple[float, ...] | None = None,
+                   yaw_disagreement: tuple[float, ...] | None = None) -> Path:
     """Export a saved model's weights to its ONNX file again and rewrite its metadata.
 
     For a change in how the network is written or exported that keeps the weights: the
     weights file and the training record stay as they are; the ONNX file, its sha256 and the
-    version are new. The vetoes, when given, replace the architecture's (inference-only
-    settings, see NetworkConfig).
+    version are new. The vetoes and the yaw disagreement thresholds, when given, replace the
+    architecture's (inference-only settings, see NetworkConfig).
     """
     model, metadata = load_trained_model(json_path)
     given = {'novelty_veto': novelty_veto, 'lidar_yaw_veto': lidar_yaw_veto,
-             'camera_disagreement_veto': camera_disagreement_veto}
+             'camera_disagreement_veto': camera_disagreement_veto,
+             'yaw_disagreement': yaw_disagreement}
     model.cfg = replace(model.cfg, **{name: tuple(value) for name, value in given.items()
                                       if value is not None})
     onnx_sha = export_onnx(model, metadata.onnx_path)

@@ -12,7 +12,9 @@ sensor passes through unscaled), or with absent_code (tried, not shipped) as the
 sensor's gate-weighted features plus a learned 'absent' code in the rest of its weight. The
 ego-velocity head sees GPS only through its gate. At inference a gate floor and three vetoes
 (novelty; camera-lidar yaw, model/yaw_check.py) can drop a sensor, which is then fused as
-missing.
+missing. The yaw check's verdict is also an output (yaw_disagreement): one frame cannot say
+which sensor turned, so fusion_node decides that from the lidar's heading of travel
+(core/yaw_blame.py).
 """
 
 from dataclasses import asdict, dataclass, fields
@@ -28,7 +30,8 @@ from fusion_nodes.model.yaw_check import (
     best_turn, bev_rotation_grid, object_map, turn, yaw_agreement, yaw_angles_deg, YAW_POOL)
 
 INPUT_NAMES = ('camera', 'lidar', 'gps', 'health', 'available')
-OUTPUT_NAMES = ('bev_logits', 'ego_velocity', 'ego_log_variance', 'gates')
+OUTPUT_NAMES = ('bev_logits', 'ego_velocity', 'ego_log_variance', 'gates',
+                'yaw_disagreement')
 GATE_MODES = ('learned', 'fixed')
 HEALTH_FEATURES = 4
 GPS_FEATURES = 8
@@ -91,6 +94,10 @@ class NetworkConfig:
     # any healthy training frame's. The camera's map is then wrong, not the lidar's mount.
     # () leaves it off.
     camera_disagreement_veto: tuple[float, ...] = ()
+    # At inference, (least gain, least agreement) of the yaw check at which the output
+    # yaw_disagreement is 1 (both sensors kept): lidar_yaw_veto's test, reported instead of
+    # acted on. Set after training like it; () leaves the output at 0.
+    yaw_disagreement: tuple[float, ...] = ()
     yaw_search_deg: float = 30.0
     yaw_step_deg: float = 5.0
 
@@ -107,10 +114,10 @@ class NetworkConfig:
                                       and all(v >= 0.0 for v in self.novelty_veto)):
             raise ValueError('novelty_veto needs gate_novelty and two scores >= 0 '
                              f'(camera, lidar; 0 for none), got {self.novelty_veto}')
-        if self.lidar_yaw_veto and not (len(self.lidar_yaw_veto) == 2
-                                        and all(v > 0.0 for v in self.lidar_yaw_veto)):
-            raise ValueError('lidar_yaw_veto needs (gain, agreement), both > 0, got '
-                             f'{self.lidar_yaw_veto}')
+        for name in ('lidar_yaw_veto', 'yaw_disagreement'):
+            value = getattr(self, name)
+            if value and not (len(value) == 2 and all(v > 0.0 for v in value)):
+                raise ValueError(f'{name} needs (gain, agreement), both > 0, got {value}')
         if self.camera_disagreement_veto and not (
                 self.gate_novelty and len(self.camera_disagreement_veto) == 2
                 and all(v > 0.0 for v in self.camera_disagreement_veto)):
@@ -300,22 +307,30 @@ class GatedFusionNet(nn.Module):
             self.yaw_mask)
         return best_turn(scores, self._yaw_zero)
 
-    def _yaw_vetoes(self, kept: torch.Tensor, camera_bev: torch.Tensor,
-                    lidar_bev: torch.Tensor,
+    @staticmethod
+    def _turned(yaw: tuple[torch.Tensor, torch.Tensor], thresholds: tuple[float, ...],
+                kept: torch.Tensor) -> torch.Tensor:
+        """[B, 1]: 1 where the lidar, turned by some angle of the yaw search, agrees with the
+        camera better by at least the least gain and reaches the least agreement, with both
+        kept (each is the other's reference)."""
+        best, gain = yaw
+        min_gain, min_agreement = thresholds
+        return _step(gain - min_gain) * _step(best - min_agreement) * kept[:, 0:1] * kept[:, 1:2]
+
+    def _yaw_vetoes(self, kept: torch.Tensor, yaw: tuple[torch.Tensor, torch.Tensor],
                     novelty: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
-        """kept ([B, 3]) with the lidar yaw veto and the camera disagreement veto applied.
+        """kept ([B, 3]) with the lidar yaw veto and the camera disagreement veto applied,
+        given the yaw check's (best agreement, gain).
 
         Each judges one sensor against the other, so each needs the other kept: a dropped
         sensor is no reference. The two cannot both fire: one needs an agreement the other
         says no healthy frame falls below.
         """
-        best, gain = self.yaw_check(camera_bev, lidar_bev)
+        best, _ = yaw
         camera, lidar = kept[:, 0:1], kept[:, 1:2]
         camera_after, lidar_after = camera, lidar
         if self.cfg.lidar_yaw_veto:
-            min_gain, min_agreement = self.cfg.lidar_yaw_veto
-            turned = _step(gain - min_gain) * _step(best - min_agreement) * camera
-            lidar_after = lidar * (1.0 - turned)
+            lidar_after = lidar * (1.0 - self._turned(yaw, self.cfg.lidar_yaw_veto, kept))
         if self.cfg.camera_disagreement_veto:
             max_agreement, max_novelty = self.cfg.camera_disagreement_veto
             # The tolerances spare the healthy frames that set the two bounds, scored again.
@@ -382,14 +397,20 @@ class GatedFusionNet(nn.Module):
             novelty = (self.camera_novelty(pooled[0].detach()),
                        self.lidar_novelty(pooled[1].detach()))
         gates, logits = self._gates(pooled, health, available, agreement, novelty)
+        disagreement = torch.zeros_like(available[:, :1])
         if not self.training and (self.cfg.gate_floor > 0.0 or self.cfg.novelty_veto
                                   or self.cfg.lidar_yaw_veto
-                                  or self.cfg.camera_disagreement_veto):
+                                  or self.cfg.camera_disagreement_veto
+                                  or self.cfg.yaw_disagreement):
             # A gate the floor or a veto closed drops its sensor exactly as if it were
             # missing: the other gates are computed again without it, as in a run without it.
             kept = available * _step(torch.cat(gates, dim=1))
-            if self.cfg.lidar_yaw_veto or self.cfg.camera_disagreement_veto:
-                kept = self._yaw_vetoes(kept, camera_bev, lidar_bev, novelty)
+            if (self.cfg.lidar_yaw_veto or self.cfg.camera_disagreement_veto
+                    or self.cfg.yaw_disagreement):
+                yaw = self.yaw_check(camera_bev, lidar_bev)
+                if self.cfg.yaw_disagreement:
+                    disagreement = self._turned(yaw, self.cfg.yaw_disagreement, kept)
+                kept = self._yaw_vetoes(kept, yaw, novelty)
             gates, logits = self._gates(pooled, health, kept, agreement, novelty)
         if gate_override is not None:
             gates = [gate_override[:, k:k + 1] for k in range(len(gates))]
@@ -414,6 +435,7 @@ class GatedFusionNet(nn.Module):
             'ego_log_variance': log_variance,
             'gates': torch.cat(gates, dim=1),
             'gate_logits': torch.cat(logits, dim=1),
+            'yaw_disagreement': disagreement,
             'camera_logits': camera_logits,
             'lidar_logits': lidar_logits,
             'camera_pooled': pooled[0],
@@ -430,7 +452,7 @@ class GatedFusionNet(nn.Module):
 
     def forward(self, camera: torch.Tensor, lidar: torch.Tensor, gps: torch.Tensor,
                 health: torch.Tensor, available: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                ) -> tuple[torch.Tensor, ...]:
         out = self.forward_all(camera, lidar, gps, health, available)
         return tuple(out[name] for name in OUTPUT_NAMES)
 

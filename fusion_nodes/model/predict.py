@@ -10,6 +10,7 @@ from fusion_nodes.core.camera import grey_from_network_input
 from fusion_nodes.core.camera_mount import CameraMountConfig, CameraMountMonitor
 from fusion_nodes.core.config import BevGrid, CameraPreprocessConfig, SENSORS
 from fusion_nodes.core.lidar_mount import LidarMountConfig, LidarMountMonitor
+from fusion_nodes.core.yaw_blame import blame_for_yaw, YawBlameConfig
 from fusion_nodes.model.network import GatedFusionNet
 
 MountMonitor = CameraMountMonitor | LidarMountMonitor
@@ -37,8 +38,10 @@ def mask_sensors(batch: dict[str, torch.Tensor], keep: tuple[str, ...]) -> dict[
 
 def _replay_mount_check(samples: dict[str, np.ndarray], sensor: str,
                         new_monitor: Callable[[], MountMonitor],
-                        frame_of: Callable[[int], np.ndarray]) -> np.ndarray:
-    """Bool (n,): a sensor node's mount check in ERROR at each sample.
+                        frame_of: Callable[[int], np.ndarray],
+                        field: str = 'in_error') -> np.ndarray:
+    """(n,): a field of a sensor node's mount check state at each sample (in_error: whether
+    it is in ERROR).
 
     Replayed recording by recording in capture order, as the node feeds its messages: each
     sample's input at its capture time, skipping samples without the sensor, with its health
@@ -49,7 +52,7 @@ def _replay_mount_check(samples: dict[str, np.ndarray], sensor: str,
     key = _SENSOR_INPUTS[sensor]
     n = samples['capture_ns'].shape[0]
     recordings = samples.get('recording', np.zeros(n, dtype=np.int64))
-    out = np.zeros(n, dtype=bool)
+    out = np.zeros(n, dtype=type(getattr(new_monitor().state(), field)))
     for recording in np.unique(recordings):
         rows = np.flatnonzero(recordings == recording)
         rows = rows[np.argsort(samples['capture_ns'][rows], kind='stable')]
@@ -62,7 +65,7 @@ def _replay_mount_check(samples: dict[str, np.ndarray], sensor: str,
             state = (monitor.update(int(samples['capture_ns'][k]), frame_of(k))
                      if usable and not repeat else monitor.state())
             previous = samples[key][k]
-            out[k] = state.in_error
+            out[k] = getattr(state, field)
     return out
 
 
@@ -71,6 +74,14 @@ def lidar_mount_errors(samples: dict[str, np.ndarray], grid: BevGrid,
     """Bool (n,): lidar_node's mount check (lidar_mount) in ERROR at each sample."""
     return _replay_mount_check(samples, 'lidar', lambda: LidarMountMonitor(grid, cfg),
                                lambda k: samples['lidar'][k, 0])
+
+
+def lidar_travel_headings(samples: dict[str, np.ndarray], grid: BevGrid,
+                          cfg: LidarMountConfig = LidarMountConfig()) -> np.ndarray:
+    """Float (n,): lidar_node's travel heading evidence (mount.travel_heading_deg, NaN for
+    none) at each sample, for the yaw blame."""
+    return _replay_mount_check(samples, 'lidar', lambda: LidarMountMonitor(grid, cfg),
+                               lambda k: samples['lidar'][k, 0], 'travel_heading_deg')
 
 
 def camera_mount_errors(samples: dict[str, np.ndarray], camera_input: CameraPreprocessConfig,
@@ -96,6 +107,28 @@ def without_errors(samples: dict[str, np.ndarray], lidar_grid: BevGrid | None = 
         error[:, SENSORS.index('lidar')] |= lidar_mount_errors(samples, lidar_grid)
     if camera_input is not None:
         error[:, SENSORS.index('camera')] |= camera_mount_errors(samples, camera_input)
+    return _made_missing(samples, error)
+
+
+def with_yaw_blame(samples: dict[str, np.ndarray], model: GatedFusionNet,
+                   travel_headings: np.ndarray, cfg: YawBlameConfig = YawBlameConfig()
+                   ) -> dict[str, np.ndarray]:
+    """samples with the sensor fusion_node blames for a camera-lidar yaw disagreement made
+    missing, row by row: where the model's yaw_disagreement is 1, blame_for_yaw of the row's
+    lidar travel heading (lidar_travel_headings). Give it samples without_errors already."""
+    disagreement = predict(model, samples)['yaw_disagreement'][:, 0] >= 0.5
+    blamed = np.zeros((disagreement.size, len(SENSORS)), dtype=bool)
+    for row in np.flatnonzero(disagreement):
+        sensor = blame_for_yaw(float(travel_headings[row]), cfg)
+        if sensor is not None:
+            blamed[row, SENSORS.index(sensor)] = True
+    return _made_missing(samples, blamed)
+
+
+def _made_missing(samples: dict[str, np.ndarray], error: np.ndarray
+                  ) -> dict[str, np.ndarray]:
+    """samples with the sensors marked in error ([n, 3]) missing: zero input, health and
+    availability."""
     if not error.any():
         return samples
     out = dict(samples)
@@ -145,6 +178,7 @@ def predict(model: GatedFusionNet, samples: dict[str, np.ndarray],
             'ego_log_variance': out['ego_log_variance'],
             'late_ego': fixed['ego_velocity'],
             'gates': out['gates'],
+            'yaw_disagreement': out['yaw_disagreement'],
         }
         for key, value in results.items():
             array = value.numpy()

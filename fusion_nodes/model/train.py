@@ -371,11 +371,13 @@ def main(argv: list[str] | None = None) -> int:
         args.novelty_veto or (gated and 'camera' in args.yaw_vetoes)) else None)
     if args.novelty_veto and ceilings is not None:
         model.cfg = replace(model.cfg, novelty_veto=_veto(ceilings, args.novelty_veto))
-    if args.yaw_vetoes and gated:
-        lidar_veto, camera_veto = _chosen(healthy_yaw_vetoes(
-            model, train, None if ceilings is None else ceilings[1]), args.yaw_vetoes)
+    if gated:
+        # The yaw disagreement output is always set: fusion_node decides from it which
+        # sensor turned; the vetoes act on the check within the graph, as chosen.
+        yaw = healthy_yaw_vetoes(model, train, None if ceilings is None else ceilings[1])
+        lidar_veto, camera_veto = _chosen(yaw, args.yaw_vetoes)
         model.cfg = replace(model.cfg, lidar_yaw_veto=lidar_veto,
-                            camera_disagreement_veto=camera_veto)
+                            camera_disagreement_veto=camera_veto, yaw_disagreement=yaw[0])
     out_dir = args.out or (Path('models') if gated else args.data_dir / 'models')
     name = args.name or (MODEL_NAME if gated else 'ungated_fusion')
     json_path = write_model(model, out_dir, name, args.version, json_finite(training))
@@ -409,14 +411,13 @@ def _recalibrate(json_path: Path, version: str, samples: dict[str, np.ndarray],
         return 2
     ceilings = healthy_novelty_ceiling(model, samples)
     veto = _veto(ceilings, sensors)
-    lidar_yaw, camera_disagreement = (
-        _chosen(healthy_yaw_vetoes(model, samples, ceilings[1]), list(yaw_sensors))
-        if yaw_sensors else ((), ()))
+    yaw = healthy_yaw_vetoes(model, samples, ceilings[1])
+    lidar_yaw, camera_disagreement = _chosen(yaw, list(yaw_sensors))
     reexport_model(json_path, version, novelty_veto=veto, lidar_yaw_veto=lidar_yaw,
-                   camera_disagreement_veto=camera_disagreement)
+                   camera_disagreement_veto=camera_disagreement, yaw_disagreement=yaw[0])
     print(f'wrote {json_path} (version {version}), novelty veto camera {veto[0]:.4f}, '
           f'lidar {veto[1]:.4f}; lidar yaw veto {lidar_yaw or "off"}, camera disagreement '
-          f'veto {camera_disagreement or "off"}', flush=True)
+          f'veto {camera_disagreement or "off"}, yaw disagreement {yaw[0]}', flush=True)
     return 0
 
 

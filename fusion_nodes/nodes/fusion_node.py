@@ -7,6 +7,7 @@ the camera marked unavailable, so one dead sensor never silences the output.
 """
 
 from dataclasses import replace
+import math
 from pathlib import Path
 import sys
 import time
@@ -36,6 +37,7 @@ from fusion_nodes.core.postprocess import (
     CLASS_COLOURS, colourise, extract_objects, occupancy_percent, softmax)
 from fusion_nodes.core.stats import RejectionCounter, RollingPercentiles
 from fusion_nodes.core.watchdog import ProcessingWatchdog, WatchdogConfig
+from fusion_nodes.core.yaw_blame import blame_for_yaw, YawBlameConfig
 from fusion_nodes.inference.metadata import load_metadata
 from fusion_nodes.inference.registry import AUTO, known_backends, make_backend, resolve_auto
 from fusion_nodes.nodes.health_msg import parse_health_msg, vector
@@ -121,6 +123,7 @@ class SensorTrack:
         self.matched = 0
         self.missing = 0
         self.dropped_on_error = 0
+        self.dropped_on_yaw = 0  # frames fused without it for a yaw disagreement it caused
         self.in_error = False  # the last sample fused was dropped for its ERROR health
 
 
@@ -149,6 +152,8 @@ class FusionBehaviour:
         if p['drop_sensor_on_error'] and self.health_names != HEALTH_FEATURES:
             raise ValueError(f'drop_sensor_on_error reads health as {HEALTH_FEATURES}, but model '
                              f'{model_path} has {self.health_names}')
+        self.yaw_blame_cfg = YawBlameConfig(float(p['yaw_blame_steady_deg']),
+                                            float(p['yaw_blame_turned_deg']))
         self.grid = BevGrid(**self.metadata.grid)
         self.camera_model = CameraModel(**{
             k: tuple(v) if isinstance(v, list) else v
@@ -291,8 +296,9 @@ class FusionBehaviour:
         except ValueError as error:
             self._reject(track, str(error))
             return
-        self._accept(track, SensorSample(sensor, _stamp_ns(msg), self._now_ns(), features,
-                                         health, signature, level))
+        self._accept(track, SensorSample(
+            sensor, _stamp_ns(msg), self._now_ns(), features, health, signature, level,
+            values.get('mount.travel_heading_deg', math.nan)))
 
     def _on_gps_health(self, msg: DiagnosticArray) -> None:
         track = self.tracks['gps']
@@ -449,15 +455,41 @@ class FusionBehaviour:
                 track.dropped_on_error += 1
         return kept
 
-    def _fuse(self, stamp_ns: int, samples: dict[str, SensorSample | None], now: int) -> None:
-        start = time.perf_counter()
+    def _infer(self, kept: dict[str, SensorSample | None]) -> dict[str, np.ndarray] | None:
         try:
-            outputs = self.backend.infer(build_feed(self._without_errors(samples),
-                                                    self.input_shapes))
+            return self.backend.infer(build_feed(kept, self.input_shapes))
         except (ValueError, RuntimeError) as error:
             self.inference_errors.add(str(error).split(':', 1)[0][:80])
             self.get_logger().error(f'inference failed: {error}', throttle_duration_sec=5.0)
+            return None
+
+    def _yaw_blamed(self, outputs: dict[str, np.ndarray],
+                    kept: dict[str, SensorSample | None]) -> str | None:
+        """The sensor to drop for the network's camera-lidar yaw disagreement, if any."""
+        disagreement = outputs.get('yaw_disagreement')
+        lidar = kept.get('lidar')
+        if (not self.params['yaw_blame'] or disagreement is None or lidar is None
+                or kept.get('camera') is None or float(disagreement.ravel()[0]) < 0.5):
+            return None
+        return blame_for_yaw(lidar.travel_heading_deg, self.yaw_blame_cfg)
+
+    def _fuse(self, stamp_ns: int, samples: dict[str, SensorSample | None], now: int) -> None:
+        start = time.perf_counter()
+        kept = self._without_errors(samples)
+        outputs = self._infer(kept)
+        if outputs is None:
             return
+        blamed = self._yaw_blamed(outputs, kept)
+        if blamed is not None:
+            # Run again without it, so the other gates are those of a run without it.
+            self.tracks[blamed].dropped_on_yaw += 1
+            self.get_logger().warning(
+                f'camera and lidar disagree in yaw; the lidar travels '
+                f'{kept["lidar"].travel_heading_deg:+.0f} deg off its x axis: {blamed} dropped',
+                throttle_duration_sec=float(self.params['warn_throttle_s']))
+            outputs = self._infer({**kept, blamed: None})
+            if outputs is None:
+                return
         header = Header(frame_id=str(self.params['base_frame']))
         header.stamp = conversions.ns_to_stamp(stamp_ns)
         self._publish(header, outputs, samples)
@@ -583,6 +615,7 @@ class FusionBehaviour:
                 'matched': str(track.matched),
                 'missing': str(track.missing),
                 'dropped_on_error': str(track.dropped_on_error),
+                'dropped_on_yaw': str(track.dropped_on_yaw),
                 'invalid': str(track.invalid.total),
                 'unpaired': str(track.joiner.unpaired),
                 'sensor_level': ('none' if track.last_sample is None
