@@ -98,7 +98,7 @@ def test_without_errors_replays_the_lidar_mount_check_per_recording():
     errors = lidar_mount_errors(samples, PILLARS.grid)
     assert not errors[samples['recording'] == 0].any()
     assert errors[samples['recording'] == 1][-10:].all()
-    out = without_errors(samples, lidar_grid=PILLARS.grid)
+    out = without_errors(samples, lidar_mount=errors)
     np.testing.assert_array_equal(out['available'][:, 1], (~errors).astype(np.float32))
     assert (out['lidar'][errors] == 0).all()
     assert without_errors(samples)['available'][:, 1].all()
@@ -119,7 +119,7 @@ def test_without_errors_replays_the_camera_mount_check_per_recording():
         samples['camera'][k] = (grey - mean) / std
     errors = camera_mount_errors(samples, camera_input)
     assert not errors[:frames].any() and errors[-10:].all()
-    out = without_errors(samples, camera_input=camera_input)
+    out = without_errors(samples, camera_mount=errors)
     np.testing.assert_array_equal(out['available'][:, 0], (~errors).astype(np.float32))
 
 

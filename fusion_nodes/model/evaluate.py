@@ -32,7 +32,7 @@ from fusion_nodes.model.features import camera_preprocess_config
 from fusion_nodes.model.metrics import confusion, gate_means, mean_iou, object_hits, rmse
 from fusion_nodes.model.network import GatedFusionNet
 from fusion_nodes.model.predict import (
-    lidar_travel_headings, predict, with_yaw_blame, without_errors)
+    camera_mount_errors, lidar_mount_replay, predict, with_yaw_blame, without_errors)
 from fusion_nodes.nodes.params import FUSION_PARAMS, sensor_params_in_force
 from fusion_nodes.sim.scenario import load_scenario
 
@@ -70,16 +70,19 @@ def product_samples(samples: dict[str, np.ndarray], model: GatedFusionNet,
     camera_params = sensor_params_in_force('camera_node', node_params)
     lidar_params = sensor_params_in_force('lidar_node', node_params)
     fusion_params = {**FUSION_PARAMS, **(node_params or {}).get('fusion_node', {})}
-    product = without_errors(
-        samples, lidar_grid=model.grid if lidar_params['mount_check'] else None,
-        camera_input=(camera_preprocess_config(camera_params) if camera_params['mount_check']
-                      else None))
-    if not (fusion_params['yaw_blame'] and lidar_params['mount_check']
-            and model.cfg.yaw_disagreement):
+    # One replay of the lidar check serves both its ERROR and the yaw blame's evidence.
+    lidar_errors = travel_headings = None
+    if lidar_params['mount_check']:
+        lidar_errors, travel_headings = lidar_mount_replay(samples, model.grid)
+    camera_errors = (camera_mount_errors(samples, camera_preprocess_config(camera_params))
+                     if camera_params['mount_check'] else None)
+    product = without_errors(samples, lidar_errors, camera_errors)
+    if travel_headings is None or not (fusion_params['yaw_blame']
+                                       and model.cfg.yaw_disagreement):
         return product
     cfg = YawBlameConfig(float(fusion_params['yaw_blame_steady_deg']),
                          float(fusion_params['yaw_blame_turned_deg']))
-    return with_yaw_blame(product, model, lidar_travel_headings(samples, model.grid), cfg)
+    return with_yaw_blame(product, model, travel_headings, cfg)
 
 
 def evaluate_scenario(gated: GatedFusionNet, ungated: GatedFusionNet,

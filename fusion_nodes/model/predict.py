@@ -7,13 +7,14 @@ import torch
 
 from fusion_nodes.core.assessment import sensor_in_error, sensors_in_error
 from fusion_nodes.core.camera import grey_from_network_input
-from fusion_nodes.core.camera_mount import CameraMountConfig, CameraMountMonitor
+from fusion_nodes.core.camera_mount import CameraMountConfig, CameraMountMonitor, CameraMountState
 from fusion_nodes.core.config import BevGrid, CameraPreprocessConfig, SENSORS
-from fusion_nodes.core.lidar_mount import LidarMountConfig, LidarMountMonitor
+from fusion_nodes.core.lidar_mount import LidarMountConfig, LidarMountMonitor, LidarMountState
 from fusion_nodes.core.yaw_blame import blame_for_yaw, YawBlameConfig
 from fusion_nodes.model.network import GatedFusionNet
 
 MountMonitor = CameraMountMonitor | LidarMountMonitor
+MountState = CameraMountState | LidarMountState
 INPUT_KEYS = ('camera', 'lidar', 'gps', 'health', 'available')
 _SENSOR_INPUTS = {'camera': 'camera', 'lidar': 'lidar', 'gps': 'gps'}
 
@@ -38,10 +39,8 @@ def mask_sensors(batch: dict[str, torch.Tensor], keep: tuple[str, ...]) -> dict[
 
 def _replay_mount_check(samples: dict[str, np.ndarray], sensor: str,
                         new_monitor: Callable[[], MountMonitor],
-                        frame_of: Callable[[int], np.ndarray],
-                        field: str = 'in_error') -> np.ndarray:
-    """(n,): a field of a sensor node's mount check state at each sample (in_error: whether
-    it is in ERROR).
+                        frame_of: Callable[[int], np.ndarray]) -> list[MountState]:
+    """A sensor node's mount check state at each sample (n states).
 
     Replayed recording by recording in capture order, as the node feeds its messages: each
     sample's input at its capture time, skipping samples without the sensor, with its health
@@ -52,7 +51,7 @@ def _replay_mount_check(samples: dict[str, np.ndarray], sensor: str,
     key = _SENSOR_INPUTS[sensor]
     n = samples['capture_ns'].shape[0]
     recordings = samples.get('recording', np.zeros(n, dtype=np.int64))
-    out = np.zeros(n, dtype=type(getattr(new_monitor().state(), field)))
+    states: list[MountState] = [None] * n
     for recording in np.unique(recordings):
         rows = np.flatnonzero(recordings == recording)
         rows = rows[np.argsort(samples['capture_ns'][rows], kind='stable')]
@@ -62,51 +61,52 @@ def _replay_mount_check(samples: dict[str, np.ndarray], sensor: str,
             usable = (samples['available'][k, k_sensor] > 0
                       and not sensor_in_error(sensor, samples['health'][k, k_sensor]))
             repeat = previous is not None and np.array_equal(previous, samples[key][k])
-            state = (monitor.update(int(samples['capture_ns'][k]), frame_of(k))
-                     if usable and not repeat else monitor.state())
+            states[k] = (monitor.update(int(samples['capture_ns'][k]), frame_of(k))
+                         if usable and not repeat else monitor.state())
             previous = samples[key][k]
-            out[k] = getattr(state, field)
-    return out
+    return states
+
+
+def lidar_mount_replay(samples: dict[str, np.ndarray], grid: BevGrid,
+                       cfg: LidarMountConfig = LidarMountConfig()
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """lidar_node's mount check (lidar_mount) replayed once: (bool (n,) in ERROR, float (n,)
+    travel heading evidence for the yaw blame, mount.travel_heading_deg, NaN for none)."""
+    states = _replay_mount_check(samples, 'lidar', lambda: LidarMountMonitor(grid, cfg),
+                                 lambda k: samples['lidar'][k, 0])
+    return (np.array([state.in_error for state in states], dtype=bool),
+            np.array([state.travel_heading_deg for state in states], dtype=np.float64))
 
 
 def lidar_mount_errors(samples: dict[str, np.ndarray], grid: BevGrid,
                        cfg: LidarMountConfig = LidarMountConfig()) -> np.ndarray:
     """Bool (n,): lidar_node's mount check (lidar_mount) in ERROR at each sample."""
-    return _replay_mount_check(samples, 'lidar', lambda: LidarMountMonitor(grid, cfg),
-                               lambda k: samples['lidar'][k, 0])
-
-
-def lidar_travel_headings(samples: dict[str, np.ndarray], grid: BevGrid,
-                          cfg: LidarMountConfig = LidarMountConfig()) -> np.ndarray:
-    """Float (n,): lidar_node's travel heading evidence (mount.travel_heading_deg, NaN for
-    none) at each sample, for the yaw blame."""
-    return _replay_mount_check(samples, 'lidar', lambda: LidarMountMonitor(grid, cfg),
-                               lambda k: samples['lidar'][k, 0], 'travel_heading_deg')
+    return lidar_mount_replay(samples, grid, cfg)[0]
 
 
 def camera_mount_errors(samples: dict[str, np.ndarray], camera_input: CameraPreprocessConfig,
                         cfg: CameraMountConfig = CameraMountConfig()) -> np.ndarray:
     """Bool (n,): camera_node's mount check (camera_mount) in ERROR at each sample."""
-    return _replay_mount_check(
+    states = _replay_mount_check(
         samples, 'camera', lambda: CameraMountMonitor(cfg),
         lambda k: grey_from_network_input(samples['camera'][k], camera_input))
+    return np.array([state.in_error for state in states], dtype=bool)
 
 
-def without_errors(samples: dict[str, np.ndarray], lidar_grid: BevGrid | None = None,
-                   camera_input: CameraPreprocessConfig | None = None
-                   ) -> dict[str, np.ndarray]:
+def without_errors(samples: dict[str, np.ndarray], lidar_mount: np.ndarray | None = None,
+                   camera_mount: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """samples with each sensor in ERROR made missing, row by row.
 
     What fusion_node does with drop_sensor_on_error (the shipped setting), so offline figures
     of the product match the live node's. ERROR comes from each row's health and from the
-    nodes' mount checks over the rows before it: the lidar's given its grid (lidar_grid), the
-    camera's given its input normalisation (camera_input).
+    nodes' mount checks over the rows before it, replayed by the caller: lidar_mount
+    (lidar_mount_errors) and camera_mount (camera_mount_errors), bool (n,) each.
     """
     error = sensors_in_error(samples['health'])
-    if lidar_grid is not None:
-        error[:, SENSORS.index('lidar')] |= lidar_mount_errors(samples, lidar_grid)
-    if camera_input is not None:
-        error[:, SENSORS.index('camera')] |= camera_mount_errors(samples, camera_input)
+    if lidar_mount is not None:
+        error[:, SENSORS.index('lidar')] |= lidar_mount
+    if camera_mount is not None:
+        error[:, SENSORS.index('camera')] |= camera_mount
     return _made_missing(samples, error)
 
 
@@ -115,7 +115,7 @@ def with_yaw_blame(samples: dict[str, np.ndarray], model: GatedFusionNet,
                    ) -> dict[str, np.ndarray]:
     """samples with the sensor fusion_node blames for a camera-lidar yaw disagreement made
     missing, row by row: where the model's yaw_disagreement is 1, blame_for_yaw of the row's
-    lidar travel heading (lidar_travel_headings). Give it samples without_errors already."""
+    lidar travel heading (lidar_mount_replay). Give it samples without_errors already."""
     disagreement = predict(model, samples)['yaw_disagreement'][:, 0] >= 0.5
     blamed = np.zeros((disagreement.size, len(SENSORS)), dtype=bool)
     for row in np.flatnonzero(disagreement):
