@@ -34,6 +34,25 @@ def _record_inputs(node: FusionNode, name: str) -> list[np.ndarray]:
     return feeds
 
 
+HEALTHY_CAMERA = np.array([0.5, 0.4, 0.9, 0.0], np.float32)
+HEALTHY_LIDAR = np.array([1.0, 1.0, 0.0, 0.02], np.float32)
+
+
+def _accept_lidar(node: FusionNode, now: int, health: np.ndarray = HEALTHY_LIDAR,
+                  **fields) -> None:
+    """A zero sweep stamped and arriving at now; fields are further SensorSample fields."""
+    node._accept(node.tracks['lidar'], SensorSample(
+        'lidar', now, now, np.zeros(node.input_shapes['lidar'][1:], np.float32), health, 0.0,
+        **fields))
+
+
+def _accept_camera(node: FusionNode, now: int, health: np.ndarray = HEALTHY_CAMERA) -> None:
+    """A zero frame stamped at now, arriving a nanosecond later (after the sweep)."""
+    node._accept(node.tracks['camera'], SensorSample(
+        'camera', now, now + 1, np.zeros(node.input_shapes['camera'][1:], np.float32),
+        health, 0.0))
+
+
 def test_a_frame_without_lidar_or_gps_leaves_at_its_max_wait_deadline(rclpy_session, tmp_path):
     """A frame whose lidar and GPS never come leaves at arrival + max_wait."""
     node = _fusion_node(tmp_path, max_wait_ms=60.0)
@@ -87,15 +106,10 @@ def test_a_sensor_whose_health_says_error_is_fused_as_missing(rclpy_session, tmp
     feeds = _record_inputs(node, 'available')
     try:
         frozen_camera = np.array([0.5, 0.4, 0.9, 1.0], np.float32)
-        healthy_lidar = np.array([1.0, 1.0, 0.0, 0.02], np.float32)
         now = node.get_clock().now().nanoseconds
-        node._accept(node.tracks['lidar'], SensorSample(
-            'lidar', now, now, np.zeros(node.input_shapes['lidar'][1:], np.float32),
-            healthy_lidar, 0.0))
+        _accept_lidar(node, now)
         before = node.published  # lidar before any camera frame: a fallback output
-        node._accept(node.tracks['camera'], SensorSample(
-            'camera', now, now + 1, np.zeros(node.input_shapes['camera'][1:], np.float32),
-            frozen_camera, 0.0))
+        _accept_camera(node, now, frozen_camera)
         assert node.published == before + 1
         assert feeds[-1][0].tolist() == [0.0 if drop else 1.0, 1.0, 0.0]
         assert node.tracks['camera'].dropped_on_error == int(drop)
@@ -111,15 +125,9 @@ def test_a_lidar_its_node_puts_in_error_is_fused_as_missing(rclpy_session, tmp_p
     node = _fusion_node(tmp_path, max_wait_ms=0.0)
     feeds = _record_inputs(node, 'available')
     try:
-        healthy_lidar = np.array([1.0, 1.0, 0.0, 0.02], np.float32)
-        healthy_camera = np.array([0.5, 0.4, 0.9, 0.0], np.float32)
         now = node.get_clock().now().nanoseconds
-        node._accept(node.tracks['lidar'], SensorSample(
-            'lidar', now, now, np.zeros(node.input_shapes['lidar'][1:], np.float32),
-            healthy_lidar, 0.0, level=ERROR))
-        node._accept(node.tracks['camera'], SensorSample(
-            'camera', now, now + 1, np.zeros(node.input_shapes['camera'][1:], np.float32),
-            healthy_camera, 0.0))
+        _accept_lidar(node, now, level=ERROR)
+        _accept_camera(node, now)
         assert feeds[-1][0].tolist() == [1.0, 0.0, 0.0]
         assert node.tracks['lidar'].dropped_on_error >= 1
     finally:
@@ -225,16 +233,10 @@ def test_a_yaw_disagreement_drops_the_sensor_the_lidar_travel_blames(
 
     node.backend.infer = disagreeing
     try:
-        healthy_lidar = np.array([1.0, 1.0, 0.0, 0.02], np.float32)
-        healthy_camera = np.array([0.5, 0.4, 0.9, 0.0], np.float32)
         now = node.get_clock().now().nanoseconds
-        node._accept(node.tracks['lidar'], SensorSample(
-            'lidar', now, now, np.zeros(node.input_shapes['lidar'][1:], np.float32),
-            healthy_lidar, 0.0, travel_heading_deg=heading))
+        _accept_lidar(node, now, travel_heading_deg=heading)
         feeds.clear()  # the lidar-only fallback output before any camera frame
-        node._accept(node.tracks['camera'], SensorSample(
-            'camera', now, now + 1, np.zeros(node.input_shapes['camera'][1:], np.float32),
-            healthy_camera, 0.0))
+        _accept_camera(node, now)
         assert feeds[0][0].tolist() == [1.0, 1.0, 0.0]
         if dropped is None:
             assert len(feeds) == 1
