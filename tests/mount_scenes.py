@@ -20,10 +20,11 @@ def scene(seed: int = 0) -> np.ndarray:
 
 
 def seen_from(world: np.ndarray, x: float, yaw_deg: float = 0.0,
-              mount_yaw_deg: float = 0.0) -> np.ndarray:
-    """World points in base_link of a vehicle at (x, 0, yaw), turned by mount_yaw_deg."""
+              mount_yaw_deg: float = 0.0, y: float = 0.0) -> np.ndarray:
+    """World points in base_link of a vehicle at (x, y, yaw), turned by mount_yaw_deg."""
     base = world.copy()
     base[:, 0] -= x
+    base[:, 1] -= y
     base[:, :3] = base[:, :3] @ rotation_rpy(0.0, 0.0, np.radians(-yaw_deg)).T
     if mount_yaw_deg:
         base[:, :3] = base[:, :3] @ rotation_rpy(0.0, 0.0, np.radians(mount_yaw_deg)).T
@@ -31,9 +32,9 @@ def seen_from(world: np.ndarray, x: float, yaw_deg: float = 0.0,
 
 
 def occupancy(world: np.ndarray, x: float, yaw_deg: float = 0.0,
-              mount_yaw_deg: float = 0.0) -> np.ndarray:
+              mount_yaw_deg: float = 0.0, y: float = 0.0) -> np.ndarray:
     """The occupancy channel of the pillars such a lidar gives."""
-    return pillarize(seen_from(world, x, yaw_deg, mount_yaw_deg), PILLARS)[0]
+    return pillarize(seen_from(world, x, yaw_deg, mount_yaw_deg, y), PILLARS)[0]
 
 
 def road_frame(t: float, speed: float = 8.0, upside_down: bool = False) -> np.ndarray:

@@ -84,6 +84,16 @@ def test_a_turned_lidar_mount_raises_the_lidar_to_error_with_its_heading():
     assert assess_lidar_mount(turned, ERROR, 'dropout') == (ERROR, 'dropout')
 
 
+def test_a_lidar_mount_jump_is_a_warning_until_the_alarm():
+    knocked = LidarMountState(in_error=False, cusum_deg=0.0, heading_deg=0.1, steps=40,
+                              travel_heading_deg=20.0, jumps=1, jump_deg=-20.0)
+    level, message = assess_lidar_mount(knocked, OK, 'ok')
+    assert level == WARN and '+20 deg' in message and 'knocked' in message
+    assert assess_lidar_mount(knocked, WARN, 'sparse scan') == (WARN, 'sparse scan')
+    past = LidarMountState(in_error=False, cusum_deg=0.0, heading_deg=0.1, steps=40, jumps=1)
+    assert assess_lidar_mount(past, OK, 'ok') == (OK, 'ok')
+
+
 def test_an_upside_down_camera_goes_to_error_unless_its_frame_already_is():
     upside_down = CameraMountState(in_error=True, cusum=12.0, log_ratio=-3.1, steps=20)
     level, message = assess_camera_mount(upside_down, OK, 'ok')

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from fusion_nodes.core.lidar_mount import (
-    LidarMountConfig, LidarMountMonitor, ScanMotion, ScanRegistration)
+    LidarMountConfig, LidarMountMonitor, ScanMotion, ScanRegistration, SweepTurnCheck)
 from tests.mount_scenes import occupancy, PILLARS, scene
 
 NS = 1_000_000_000
@@ -63,21 +63,54 @@ def test_monitor_alarms_on_a_turned_lidar_and_clears_when_fixed():
     assert not fixed[-1].in_error
 
 
-def test_travel_evidence_reads_steady_then_nothing_at_the_turn_then_turned():
+def test_travel_evidence_reads_turned_from_the_sweep_the_mount_jumps():
     world = scene(2)
     monitor = LidarMountMonitor(PILLARS.grid)
     healthy = _drive(monitor, world, 0.0, 3.0, 0.0)
     assert np.isnan(healthy[0].travel_heading_deg)  # no step yet
     assert abs(healthy[-1].travel_heading_deg) < 3.0
+    assert healthy[-1].jumps == 0
     turned = _drive(monitor, world, 3.0, 3.0, 20.0)
-    # Long before the alarm the evidence says turned, and never steady on the way: the
-    # registrations across the turn hit the search edge, which voids the older steps.
-    steady = [s for s in turned if abs(s.travel_heading_deg) <= 3.0]
-    assert not steady
-    first = next(k for k, s in enumerate(turned) if abs(s.travel_heading_deg) >= 10.0)
-    alarm = next(k for k, s in enumerate(turned) if s.in_error)
-    assert first < alarm and first <= 12
-    assert any(np.isnan(s.travel_heading_deg) for s in turned[:first])
+    # The first turned sweep matches the one before it 20 degrees round: a mount jump, whose
+    # evidence stands (straight before, turned by the jump) until the new frame's own steps.
+    assert turned[0].jumps == 1
+    assert turned[0].jump_deg == pytest.approx(-20.0, abs=2.0)
+    assert turned[0].travel_heading_deg == pytest.approx(20.0, abs=2.0)
+    assert all(abs(s.travel_heading_deg) >= 10.0 for s in turned)
+    assert np.isnan(turned[-1].jump_deg) and turned[-1].jumps == 1
+    assert not turned[0].in_error and turned[-1].in_error  # the alarm still takes its steps
+    fixed = _drive(monitor, world, 6.0, 1.0, 0.0)
+    assert fixed[0].jumps == 2
+    assert all(abs(s.travel_heading_deg) < 3.0 for s in fixed)
+
+
+def test_a_sharp_turn_of_the_vehicle_is_no_mount_jump():
+    world = scene(4)
+    monitor = LidarMountMonitor(PILLARS.grid)
+    rate = np.radians(30.0)  # a second: the half-second registrations hit their search edge
+    radius = 8.0 / rate
+    states = []
+    for k in range(40):
+        t = k / 10
+        heading = rate * t
+        states.append(monitor.update(round(t * NS), occupancy(
+            world, radius * np.sin(heading), np.degrees(heading),
+            y=radius * (1.0 - np.cos(heading)))))
+    assert states[-1].jumps == 0
+    assert not any(abs(s.travel_heading_deg) >= 10.0 for s in states)
+
+
+def test_sweep_turn_tells_a_knocked_mount_from_a_moving_car():
+    world = scene(5)
+    cfg = LidarMountConfig()
+    check = SweepTurnCheck(PILLARS.grid, cfg)
+    before = occupancy(world, 10.0)
+    driven = check(before, occupancy(world, 10.8, 1.5))
+    assert driven.held(cfg) and not driven.is_jump(cfg)
+    knocked = check(before, occupancy(world, 10.8, 0.0, mount_yaw_deg=-15.0))
+    assert knocked.is_jump(cfg) and not knocked.held(cfg)
+    assert knocked.yaw_deg == pytest.approx(15.0, abs=2.0)
+    assert knocked.peak > 1.5 * knocked.still_peak
 
 
 def test_travel_evidence_ages_out_while_parked():
@@ -108,3 +141,7 @@ def test_config_validation():
         LidarMountConfig(max_yaw_deg=20.0)
     with pytest.raises(ValueError, match='evidence_min_steps'):
         LidarMountConfig(evidence_steps=2, evidence_min_steps=3)
+    with pytest.raises(ValueError, match='jump_still_deg < jump_min_deg'):
+        LidarMountConfig(jump_still_deg=8.0)
+    with pytest.raises(ValueError, match='jump_min_ratio'):
+        LidarMountConfig(jump_min_ratio=1.0)

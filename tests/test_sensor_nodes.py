@@ -258,6 +258,31 @@ def test_lidar_node_puts_a_turned_lidar_in_error(rclpy_session, mount_yaw_deg,
         assert extra['signature'] == pytest.approx(0.8, abs=0.05)
 
 
+def test_lidar_node_warns_on_the_sweep_its_mount_is_knocked(rclpy_session):
+    """Straight for two seconds, then the lidar turns 20 degrees between two sweeps: that
+    sweep is a WARN with the jump, and the travel heading says turned at once."""
+    world = scene(5)
+    node = LidarNode(parameter_overrides=[Parameter('expected_points', value=len(world))])
+    published = []
+    node.publish_health = lambda header, health, level, message, extra: published.append(
+        (level, message, extra))
+    try:
+        for k in range(25):
+            lidar_frame = seen_from(world, 0.8 * k, mount_yaw_deg=20.0 if k >= 20 else 0.0)
+            lidar_frame[:, 2] -= 1.8
+            stamp_ns = 5 * 10**9 + k * 100_000_000
+            header = _header(stamp_ns // 10**9, stamp_ns % 10**9, frame='lidar')
+            node._process(conversions.create_cloud_xyzi(header, lidar_frame))
+    finally:
+        node.destroy_node()
+    level, message, extra = published[19]
+    assert level == OK and extra['mount.jumps'] == 0
+    assert abs(extra['mount.travel_heading_deg']) < 3.0
+    level, message, extra = published[20]
+    assert level == WARN and 'mount knocked' in message and extra['mount.jumps'] == 1
+    assert abs(extra['mount.travel_heading_deg']) >= 10.0
+
+
 def test_gps_node_publishes_enu_odometry_and_flags_no_fix(graph):
     add, executor = graph
     gps = add(GpsNode)

@@ -61,11 +61,16 @@ def assess_lidar_mount(state: LidarMountState, level: int, message: str) -> tupl
     """The lidar's level and message with its mount check (lidar_mount) taken into account.
 
     A lidar whose travel runs off its x axis gives every point in the wrong place, however
-    healthy its scan looks: ERROR, so the fusion drops it.
+    healthy its scan looks: ERROR, so the fusion drops it. A recent mount jump is a WARN.
     """
     if state.in_error and level < ERROR:
         return ERROR, (f'travel {state.heading_deg:+.0f} deg off the x axis: extrinsic yaw '
                        f'wrong or mount turned')
+    if np.isfinite(state.jump_deg) and level < WARN:
+        # Not ERROR on one match: the alarm confirms it over the next steps, and meanwhile
+        # the jump is the yaw blame's evidence.
+        return WARN, (f'scan turned {-state.jump_deg:+.0f} deg against the sweep before: '
+                      f'mount knocked?')
     return level, message
 
 

@@ -16,10 +16,17 @@ parked truck's wrong match cannot trip it alone) raises the alarm.
 The median of the last few counted headings is also reported, sooner than the alarm, as
 evidence for fusion_node's yaw blame (core/yaw_blame.py); a registration that hits the edge
 of the yaw search or matches poorly (as across a turn of the mount) voids it.
+
+A mount that is knocked turns the scan at once, by more than the vehicle can yaw between two
+sweeps. When a step looks unlike straight travel, the scan is also registered against the
+sweep just before it over a wide yaw search: a clear best match far from no turn is a mount
+jump. The scans before it are in another frame, so they are dropped as references, and the
+jump itself is the evidence (the travel heading before it, turned by the jump) until the new
+frame's own steps count. Without it the evidence took 0.7-0.9 s of sweeps after the turn.
 """
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 import math
 
 import cv2
@@ -54,6 +61,15 @@ class LidarMountConfig:
     evidence_steps: int = 5
     evidence_min_steps: int = 3
     evidence_max_age_ns: int = 5_000_000_000
+    # The mount jump: against the previous sweep (at most jump_max_gap_ns older), the best
+    # yaw over +-jump_search_deg is at least jump_min_deg and its peak jump_min_ratio times
+    # the best within jump_still_deg, the most a vehicle yaws in one sweep.
+    jump_search_deg: float = 30.0
+    jump_step_deg: float = 2.0
+    jump_still_deg: float = 4.0
+    jump_min_deg: float = 8.0
+    jump_min_ratio: float = 1.5
+    jump_max_gap_ns: int = 250_000_000
 
     def __post_init__(self) -> None:
         if self.lag_ns <= 0:
@@ -72,6 +88,12 @@ class LidarMountConfig:
             raise ValueError('ceiling_deg must be >= alarm_deg')
         if self.median_steps < 1:
             raise ValueError(f'median_steps must be >= 1, got {self.median_steps}')
+        if not (0.0 < self.jump_step_deg <= self.jump_still_deg < self.jump_min_deg
+                <= self.jump_search_deg):
+            raise ValueError('need 0 < jump_step_deg <= jump_still_deg < jump_min_deg <= '
+                             'jump_search_deg')
+        if self.jump_min_ratio <= 1.0 or self.jump_max_gap_ns <= 0:
+            raise ValueError('jump_min_ratio must be > 1 and jump_max_gap_ns positive')
 
 
 @dataclass(frozen=True)
@@ -129,7 +151,13 @@ class ScanRegistration:
         magnitude = cv2.magnitude(spectrum[..., 0], spectrum[..., 1])
         return spectrum / np.maximum(magnitude, 1e-9)[..., None]
 
-    def __call__(self, previous: np.ndarray, current: np.ndarray) -> ScanMotion:
+    @property
+    def yaws_deg(self) -> np.ndarray:
+        """The searched yaws, in ScanMotion.yaw_deg's sign."""
+        return -self._angles
+
+    def _correlate(self, previous: np.ndarray, current: np.ndarray
+                   ) -> tuple[np.ndarray, list[np.ndarray]]:
         previous = np.asarray(previous, dtype=np.float32)
         current = np.asarray(current, dtype=np.float32)
         if previous.shape != current.shape or previous.shape != self._size[::-1]:
@@ -144,6 +172,14 @@ class ScanRegistration:
             cross = cv2.mulSpectrums(target, self._whitened(turned), 0, conjB=True)
             surfaces.append(cv2.idft(cross, flags=cv2.DFT_REAL_OUTPUT | cv2.DFT_SCALE))
             peaks[k] = cv2.minMaxLoc(surfaces[-1])[1]
+        return peaks, surfaces
+
+    def peaks(self, previous: np.ndarray, current: np.ndarray) -> np.ndarray:
+        """The phase correlation peak at each of yaws_deg."""
+        return self._correlate(previous, current)[0]
+
+    def __call__(self, previous: np.ndarray, current: np.ndarray) -> ScanMotion:
+        peaks, surfaces = self._correlate(previous, current)
         best = int(np.argmax(peaks))
         angle = float(self._angles[best])
         edge = best in (0, len(self._angles) - 1)
@@ -165,15 +201,67 @@ class ScanRegistration:
 
 
 @dataclass(frozen=True)
+class SweepTurn:
+    """A scan registered against the sweep just before it over a wide yaw search.
+
+    yaw_deg is the best match's yaw (ScanMotion.yaw_deg's sign), peak its phase correlation
+    peak, and still_peak the best peak within jump_still_deg of no turn.
+    """
+
+    yaw_deg: float
+    peak: float
+    still_peak: float
+    on_search_edge: bool
+
+    def is_jump(self, cfg: LidarMountConfig) -> bool:
+        """Turned by more than a vehicle yaws in one sweep, and plainly so."""
+        return (abs(self.yaw_deg) >= cfg.jump_min_deg and not self.on_search_edge
+                and self.peak >= cfg.min_peak
+                and self.peak >= cfg.jump_min_ratio * self.still_peak)
+
+    def held(self, cfg: LidarMountConfig) -> bool:
+        """Best matched as the vehicle can turn in one sweep: the mount did not move."""
+        return abs(self.yaw_deg) <= cfg.jump_still_deg and self.peak >= cfg.min_peak
+
+
+class SweepTurnCheck:
+    """Registers a scan against the sweep before it over +-jump_search_deg (SweepTurn).
+
+    Healthy consecutive sweeps often match some turn of 10-30 degrees almost as well as no
+    turn (rows of poles and walls look alike turned), so a jump is judged on the ratio of the
+    best peak to the best near no turn, not on the best yaw alone (README, lidar mount check).
+    """
+
+    def __init__(self, grid: BevGrid, cfg: LidarMountConfig) -> None:
+        self._register = ScanRegistration(grid, replace(
+            cfg, yaw_search_deg=cfg.jump_search_deg, yaw_step_deg=cfg.jump_step_deg))
+        self._still = np.abs(self._register.yaws_deg) <= cfg.jump_still_deg + 1e-9
+
+    def __call__(self, previous: np.ndarray, current: np.ndarray) -> SweepTurn:
+        peaks = self._register.peaks(previous, current)
+        best = int(np.argmax(peaks))
+        return SweepTurn(yaw_deg=float(self._register.yaws_deg[best]), peak=float(peaks[best]),
+                         still_peak=float(peaks[self._still].max()),
+                         on_search_edge=best in (0, len(peaks) - 1))
+
+
+def _folded(heading_deg: float) -> float:
+    return (heading_deg + 90.0) % 180.0 - 90.0
+
+
+@dataclass(frozen=True)
 class LidarMountState:
-    """The check after one scan: in_error, the CUSUM level, the recent heading median, and
-    the travel heading evidence for the yaw blame (NaN when there is none)."""
+    """The check after one scan: in_error, the CUSUM level, the recent heading median, the
+    travel heading evidence for the yaw blame (NaN when there is none), how many mount jumps
+    were seen, and the last one's yaw while it is the evidence (else NaN)."""
 
     in_error: bool
     cusum_deg: float
     heading_deg: float
     steps: int
     travel_heading_deg: float = math.nan
+    jumps: int = 0
+    jump_deg: float = math.nan
 
 
 class LidarMountMonitor:
@@ -188,6 +276,7 @@ class LidarMountMonitor:
     def __init__(self, grid: BevGrid, cfg: LidarMountConfig = LidarMountConfig()) -> None:
         self._cfg = cfg
         self._register = ScanRegistration(grid, cfg)
+        self._sweep_turn = SweepTurnCheck(grid, cfg)
         self._history: deque[tuple[int, np.ndarray]] = deque()
         self._headings: deque[float] = deque(maxlen=cfg.median_steps)
         self._recent: deque[tuple[int, float]] = deque(maxlen=cfg.evidence_steps)
@@ -195,6 +284,9 @@ class LidarMountMonitor:
         self._high = 0.0
         self._low = 0.0
         self.steps = 0
+        self.jumps = 0
+        # The last mount jump while it stands as evidence: (stamp, yaw, heading after it).
+        self._jump: tuple[int, float, float] | None = None
 
     def reset(self) -> None:
         self._history.clear()
@@ -203,15 +295,18 @@ class LidarMountMonitor:
         self._last_stamp = None
         self._high = self._low = 0.0
         self.steps = 0
+        self._jump = None
 
     def state(self) -> LidarMountState:
         heading = float(np.median(self._headings)) if self._headings else 0.0
         level = max(self._high, self._low)
+        jump = self._fresh_jump()
         return LidarMountState(in_error=level > self._cfg.alarm_deg, cusum_deg=level,
                                heading_deg=heading, steps=self.steps,
-                               travel_heading_deg=self._travel_heading())
+                               travel_heading_deg=self._travel_heading(), jumps=self.jumps,
+                               jump_deg=math.nan if jump is None else jump[1])
 
-    def _travel_heading(self) -> float:
+    def _steps_evidence(self) -> float:
         cfg = self._cfg
         now = self._last_stamp
         if now is None:
@@ -221,6 +316,18 @@ class LidarMountMonitor:
             return math.nan
         return float(np.median(recent))
 
+    def _fresh_jump(self) -> tuple[int, float, float] | None:
+        if self._jump is None or self._last_stamp - self._jump[0] > self._cfg.evidence_max_age_ns:
+            return None
+        return self._jump
+
+    def _travel_heading(self) -> float:
+        heading = self._steps_evidence()
+        jump = self._fresh_jump()
+        if math.isfinite(heading) or jump is None:
+            return heading
+        return jump[2]
+
     def update(self, stamp_ns: int, occupancy: np.ndarray) -> LidarMountState:
         cfg = self._cfg
         if self._history and stamp_ns < self._history[-1][0]:
@@ -228,20 +335,48 @@ class LidarMountMonitor:
         elif self._history and stamp_ns - self._history[-1][0] > 4 * cfg.lag_ns:
             self._history.clear()
         reference = self._reference(stamp_ns)
-        self._history.append((int(stamp_ns), np.array(occupancy, dtype=np.float32)))
+        previous = self._history[-1] if self._history else None
+        occupancy = np.array(occupancy, dtype=np.float32)
+        self._history.append((int(stamp_ns), occupancy))
         while stamp_ns - self._history[0][0] > 2 * cfg.lag_ns:
             self._history.popleft()
+        prior = self._travel_heading()
         self._last_stamp = int(stamp_ns)
-        if reference is not None:
-            motion = self._register(reference, occupancy)
-            if motion.on_search_edge or motion.peak < cfg.min_peak:
-                # The scan turned more than a vehicle does between two scans, or matched
-                # nothing: what it said before is no evidence for what it says now.
+        if reference is None:
+            return self.state()
+        motion = self._register(reference, occupancy)
+        straight = (not motion.on_search_edge and motion.peak >= cfg.min_peak
+                    and abs(motion.yaw_deg) <= cfg.max_yaw_deg)
+        held = False
+        if not straight and previous is not None \
+                and stamp_ns - previous[0] <= cfg.jump_max_gap_ns:
+            turn = self._sweep_turn(previous[1], occupancy)
+            if turn.is_jump(cfg):
+                self._on_jump(int(stamp_ns), turn.yaw_deg, prior)
+                return self.state()
+            held = turn.held(cfg)
+        if motion.on_search_edge or motion.peak < cfg.min_peak:
+            # The scan turned more than a vehicle does between two scans, or matched
+            # nothing: unless the sweep before shows the mount held, what it said before is
+            # no evidence for what it says now.
+            if not held:
                 self._recent.clear()
-            elif self._counts(motion):
-                self._accumulate(motion.heading_deg)
-                self._recent.append((int(stamp_ns), motion.heading_deg))
+        elif self._counts(motion):
+            self._accumulate(motion.heading_deg)
+            self._recent.append((int(stamp_ns), motion.heading_deg))
+            if math.isfinite(self._steps_evidence()):
+                self._jump = None
         return self.state()
+
+    def _on_jump(self, stamp_ns: int, yaw_deg: float, prior_heading_deg: float) -> None:
+        """The mount turned by yaw_deg at stamp_ns: the older scans are another frame."""
+        self.jumps += 1
+        while len(self._history) > 1:
+            self._history.popleft()
+        self._recent.clear()
+        # Unknown before: taken as mounted straight, as calibrated.
+        before = prior_heading_deg if math.isfinite(prior_heading_deg) else 0.0
+        self._jump = (stamp_ns, yaw_deg, _folded(before - yaw_deg))
 
     def _reference(self, stamp_ns: int) -> np.ndarray | None:
         """The kept scan whose age is nearest the lag, if it is within half a lag of it."""

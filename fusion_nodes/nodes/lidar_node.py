@@ -67,7 +67,8 @@ class LidarNode(SensorNode):
             level, message = assess_lidar_mount(mount, level, message)
             extra.update({'mount.heading_deg': mount.heading_deg,
                           'mount.cusum_deg': mount.cusum_deg, 'mount.steps': mount.steps,
-                          'mount.travel_heading_deg': mount.travel_heading_deg})
+                          'mount.travel_heading_deg': mount.travel_heading_deg,
+                          'mount.jumps': mount.jumps})
         if level >= ERROR:
             # A frozen sweep shows a stop, a turned one a wrong shift: no signature from them.
             self.displacement.reset()
