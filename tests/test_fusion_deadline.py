@@ -9,6 +9,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 
 from fusion_nodes.core.fusion_inputs import SensorSample
+from fusion_nodes.core.lidar_odometry import OdometryEstimate
 from fusion_nodes.core.motion_compensation import PlanarVelocity
 from fusion_nodes.nodes.fusion_node import FusionNode
 from fusion_nodes.nodes.sensor_node import ERROR
@@ -246,5 +247,45 @@ def test_a_yaw_disagreement_drops_the_sensor_the_lidar_travel_blames(
             assert len(feeds) == 2 and feeds[1][0].tolist() == expected
         for sensor in ('camera', 'lidar'):
             assert node.tracks[sensor].dropped_on_yaw == int(sensor == dropped)
+    finally:
+        node.destroy_node()
+
+
+@pytest.mark.parametrize('odometry_on, blamed', [(True, False), (False, False), (True, True)])
+def test_ego_is_joined_with_a_kept_lidars_odometry(rclpy_session, tmp_path, odometry_on,
+                                                   blamed):
+    """The published ego is the inverse-variance mean of the network's and the lidar
+    sample's odometry, unless lidar_odometry is off or the lidar was dropped (here by the
+    yaw blame: its odometry is in a turned frame)."""
+    node = _fusion_node(tmp_path, max_wait_ms=0.0, lidar_odometry=odometry_on)
+    infer = node.backend.infer
+
+    def network(feed):
+        out = {**infer(feed), 'ego_velocity': np.array([[10.0, 0.0, 0.1]], np.float32),
+               'ego_log_variance': np.log(np.array([[4.0, 1e-4, 0.01]], np.float32))}
+        if blamed and feed['available'][0, 1] > 0:
+            out['yaw_disagreement'] = np.ones((1, 1), np.float32)
+        return out
+
+    node.backend.infer = network
+    published = []
+    node._publish = lambda header, outputs, samples: published.append(outputs)
+    try:
+        now = node.get_clock().now().nanoseconds
+        odometry = OdometryEstimate(np.array([8.0, 0.0, 0.1]), np.array([1.0, 0.09, 0.01]))
+        _accept_lidar(node, now, travel_heading_deg=-19.0, odometry=odometry)
+        published.clear()  # the lidar-only fallback output before any camera frame
+        before = node.ego_with_lidar_odometry
+        _accept_camera(node, now)
+        ego = published[-1]['ego_velocity'][0]
+        variance = np.exp(published[-1]['ego_log_variance'][0])
+        if odometry_on and not blamed:
+            assert ego[0] == pytest.approx(8.4, abs=1e-5)
+            assert variance[0] == pytest.approx(0.8, rel=1e-5)
+            assert variance[2] == pytest.approx(0.005, rel=1e-4)
+            assert node.ego_with_lidar_odometry == before + 1
+        else:
+            assert ego[0] == pytest.approx(10.0) and variance[0] == pytest.approx(4.0)
+            assert node.ego_with_lidar_odometry == before
     finally:
         node.destroy_node()

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fusion_nodes.model.evaluate import (
-    acceptance, load_model, markdown, METHODS, plot_timelines, product_samples)
+    acceptance, load_model, markdown, METHODS, plot_timelines, product_predict, product_samples)
 from fusion_nodes.model.network import GatedFusionNet, NetworkConfig
 from fusion_nodes.model.predict import with_yaw_blame
 from tests.mount_scenes import occupancy, PILLARS, scene
@@ -183,3 +183,35 @@ def test_load_model_gives_the_saved_weights_and_refuses_altered_files(tmp_path):
     torch.save({k: v + 1 for k, v in saved.items()}, weights)
     with pytest.raises(ValueError, match='sha256'):
         load_model(json_path)
+
+
+def test_the_products_ego_is_joined_with_the_replayed_lidar_odometry():
+    """A straight drive at 8 m/s: where the replayed lidar odometry has an estimate the
+    product's ego lies between the network's and 8 m/s with a smaller variance, as
+    fusion_node joins them; with lidar_odometry off it is the network's."""
+    world = scene(8)
+    frames = 20
+    gen = np.random.default_rng(3)
+    samples = {
+        'camera': gen.standard_normal((frames, 3, 96, 128)).astype(np.float32),
+        'lidar': np.zeros((frames, 4, 64, 64), np.float32),
+        'gps': np.zeros((frames, 8), np.float32),
+        'health': np.tile(np.array([[0.5, 0.4, 0.9, 0.0], [1.0, 1.0, 0.0, 0.02],
+                                    [1.0, 0.1, 0.0, 0.1]], np.float32), (frames, 1, 1)),
+        'available': np.ones((frames, 3), np.float32),
+        'capture_ns': (np.arange(frames) * 100_000_000).astype(np.int64),
+    }
+    for k in range(frames):
+        samples['lidar'][k, 0] = occupancy(world, 0.8 * k)
+    torch.manual_seed(0)
+    model = GatedFusionNet().eval()
+    network = product_predict(samples, model, {'fusion_node': {'lidar_odometry': False}})
+    joined = product_predict(samples, model)
+    np.testing.assert_array_equal(joined['bev'], network['bev'])
+    np.testing.assert_array_equal(joined['ego'][:3], network['ego'][:3])  # no estimate yet
+    late = slice(8, None)
+    low = np.minimum(network['ego'][late, 0], 8.0) - 0.5
+    high = np.maximum(network['ego'][late, 0], 8.0) + 0.5
+    assert np.all((joined['ego'][late, 0] >= low) & (joined['ego'][late, 0] <= high))
+    assert np.all(joined['ego_log_variance'][late] <= network['ego_log_variance'][late] + 1e-6)
+    assert np.abs(joined['ego'][late, 0] - network['ego'][late, 0]).max() > 0.1

@@ -23,7 +23,8 @@ from fusion_nodes.core.gps import GpsTracker, GpsTrackerConfig
 from fusion_nodes.core.lidar import lidar_points_to_base, pillarize
 from fusion_nodes.nodes.camera_node import CameraNode
 from fusion_nodes.nodes.gps_node import assess_gps, GpsNode
-from fusion_nodes.nodes.health_msg import parse_health_msg
+from fusion_nodes.nodes.health_msg import (
+    make_health_msg, odometry_from_values, parse_health_msg)
 from fusion_nodes.nodes.lidar_node import LidarNode
 from fusion_nodes.nodes.sensor_node import ERROR, OK, WARN
 from tests.mount_scenes import road_frame, scene, seen_from
@@ -278,6 +279,12 @@ def test_lidar_node_warns_on_the_sweep_its_mount_is_knocked(rclpy_session):
     level, message, extra = published[19]
     assert level == OK and extra['mount.jumps'] == 0
     assert abs(extra['mount.travel_heading_deg']) < 3.0
+    # 0.8 m a sweep: the odometry the mount check's registrations give.
+    assert extra['odometry.vx'] == pytest.approx(8.0, abs=0.5)
+    assert extra['odometry.var_vx'] > 0.0
+    _, _, values = parse_health_msg(make_health_msg(Header(), 'lidar', level, message, extra))
+    read_back = odometry_from_values(values)
+    assert read_back.valid and read_back.velocity[0] == pytest.approx(extra['odometry.vx'])
     level, message, extra = published[20]
     assert level == WARN and 'mount knocked' in message and extra['mount.jumps'] == 1
     assert abs(extra['mount.travel_heading_deg']) >= 10.0

@@ -1,18 +1,19 @@
 """Assembling network inputs from whatever sensors arrived, with availability masks."""
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 import math
 
 import numpy as np
 
 from fusion_nodes.core.config import SENSORS
+from fusion_nodes.core.lidar_odometry import OdometryEstimate
 
 
 @dataclass(frozen=True)
 class SensorSample:
     """One sensor message after its node: network features, health and motion signature,
-    and (lidar) its mount check's travel heading evidence (NaN for none)."""
+    and (lidar) its mount check's travel heading evidence (NaN for none) and its odometry."""
 
     sensor: str
     stamp_ns: int
@@ -22,6 +23,7 @@ class SensorSample:
     signature: float
     level: int = 0
     travel_heading_deg: float = math.nan
+    odometry: OdometryEstimate = field(default_factory=OdometryEstimate)
 
 
 class StampJoiner:

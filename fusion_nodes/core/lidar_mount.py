@@ -253,7 +253,9 @@ def _folded(heading_deg: float) -> float:
 class LidarMountState:
     """The check after one scan: in_error, the CUSUM level, the recent heading median, the
     travel heading evidence for the yaw blame (NaN when there is none), how many mount jumps
-    were seen, and the last one's yaw while it is the evidence (else NaN)."""
+    were seen, the last one's yaw while it is the evidence (else NaN), and this scan's
+    registration and the time it spans (for lidar_odometry; None from state() and when the
+    scan was not registered)."""
 
     in_error: bool
     cusum_deg: float
@@ -262,6 +264,8 @@ class LidarMountState:
     travel_heading_deg: float = math.nan
     jumps: int = 0
     jump_deg: float = math.nan
+    motion: ScanMotion | None = None
+    motion_span_ns: int = 0
 
 
 class LidarMountMonitor:
@@ -344,6 +348,7 @@ class LidarMountMonitor:
         self._last_stamp = int(stamp_ns)
         if reference is None:
             return self.state()
+        reference_stamp, reference = reference
         motion = self._register(reference, occupancy)
         straight = (not motion.on_search_edge and motion.peak >= cfg.min_peak
                     and abs(motion.yaw_deg) <= cfg.max_yaw_deg)
@@ -366,7 +371,8 @@ class LidarMountMonitor:
             self._recent.append((int(stamp_ns), motion.heading_deg))
             if math.isfinite(self._steps_evidence()):
                 self._jump = None
-        return self.state()
+        return replace(self.state(), motion=motion,
+                       motion_span_ns=int(stamp_ns) - reference_stamp)
 
     def _on_jump(self, stamp_ns: int, yaw_deg: float, prior_heading_deg: float) -> None:
         """The mount turned by yaw_deg at stamp_ns: the older scans are another frame."""
@@ -378,14 +384,15 @@ class LidarMountMonitor:
         before = prior_heading_deg if math.isfinite(prior_heading_deg) else 0.0
         self._jump = (stamp_ns, yaw_deg, _folded(before - yaw_deg))
 
-    def _reference(self, stamp_ns: int) -> np.ndarray | None:
-        """The kept scan whose age is nearest the lag, if it is within half a lag of it."""
+    def _reference(self, stamp_ns: int) -> tuple[int, np.ndarray] | None:
+        """The kept scan (stamp, occupancy) whose age is nearest the lag, if it is within
+        half a lag of it."""
         best = None
         for stamp, occupancy in self._history:
             miss = abs((stamp_ns - stamp) - self._cfg.lag_ns)
             if miss <= self._cfg.lag_ns // 2 and (best is None or miss < best[0]):
-                best = (miss, occupancy)
-        return None if best is None else best[1]
+                best = (miss, stamp, occupancy)
+        return None if best is None else best[1:]
 
     def _counts(self, motion: ScanMotion) -> bool:
         cfg = self._cfg

@@ -32,7 +32,8 @@ from fusion_nodes.model.features import camera_preprocess_config
 from fusion_nodes.model.metrics import confusion, gate_means, mean_iou, object_hits, rmse
 from fusion_nodes.model.network import GatedFusionNet
 from fusion_nodes.model.predict import (
-    camera_mount_errors, lidar_mount_replay, predict, with_yaw_blame, without_errors)
+    camera_mount_errors, lidar_mount_replay, LidarReplay, predict, with_lidar_odometry,
+    with_yaw_blame, without_errors)
 from fusion_nodes.nodes.params import FUSION_PARAMS, sensor_params_in_force
 from fusion_nodes.sim.scenario import load_scenario
 
@@ -67,28 +68,49 @@ def product_samples(samples: dict[str, np.ndarray], model: GatedFusionNet,
     """samples as fusion_node fuses them: every sensor its node puts in ERROR made missing,
     mount checks included, and the sensor it blames for a camera-lidar yaw disagreement,
     where the nodes' parameters (defaults, or node_params over them) turn those on."""
+    return _product(samples, model, node_params)[0]
+
+
+def product_predict(samples: dict[str, np.ndarray], model: GatedFusionNet,
+                    node_params: dict | None = None) -> dict[str, np.ndarray]:
+    """predict() on product_samples, with ego joined with the lidar odometry as fusion_node
+    joins them (lidar_odometry on, and the lidar kept in that frame)."""
+    product, replay, fusion_params = _product(samples, model, node_params)
+    out = predict(model, product)
+    if replay is not None and fusion_params['lidar_odometry']:
+        kept = product['available'][:, SENSORS.index('lidar')] > 0
+        velocity, variance = with_lidar_odometry(
+            out['ego'], out['ego_log_variance'], replay.odometry_velocity,
+            replay.odometry_variance, kept)
+        out['ego'] = velocity.astype(np.float32)
+        out['ego_log_variance'] = np.log(variance).astype(np.float32)
+    return out
+
+
+def _product(samples: dict[str, np.ndarray], model: GatedFusionNet,
+             node_params: dict | None) -> tuple[dict[str, np.ndarray], LidarReplay | None, dict]:
+    """(product samples, the lidar node's replayed mount check or None, fusion params)."""
     camera_params = sensor_params_in_force('camera_node', node_params)
     lidar_params = sensor_params_in_force('lidar_node', node_params)
     fusion_params = {**FUSION_PARAMS, **(node_params or {}).get('fusion_node', {})}
-    # One replay of the lidar check serves both its ERROR and the yaw blame's evidence.
-    lidar_errors = travel_headings = None
-    if lidar_params['mount_check']:
-        lidar_errors, travel_headings = lidar_mount_replay(samples, model.grid)
+    # One replay of the lidar check serves its ERROR, the yaw blame and the odometry.
+    replay = lidar_mount_replay(samples, model.grid) if lidar_params['mount_check'] else None
     camera_errors = (camera_mount_errors(samples, camera_preprocess_config(camera_params))
                      if camera_params['mount_check'] else None)
-    product = without_errors(samples, lidar_errors, camera_errors)
-    if travel_headings is None or not (fusion_params['yaw_blame']
-                                       and model.cfg.yaw_disagreement):
-        return product
+    product = without_errors(samples, None if replay is None else replay.errors,
+                             camera_errors)
+    if replay is None or not (fusion_params['yaw_blame'] and model.cfg.yaw_disagreement):
+        return product, replay, fusion_params
     cfg = YawBlameConfig(float(fusion_params['yaw_blame_steady_deg']),
                          float(fusion_params['yaw_blame_turned_deg']))
-    return with_yaw_blame(product, model, travel_headings, cfg)
+    return (with_yaw_blame(product, model, replay.travel_headings, cfg), replay,
+            fusion_params)
 
 
 def evaluate_scenario(gated: GatedFusionNet, ungated: GatedFusionNet,
                       samples: dict[str, np.ndarray]) -> dict:
     """Scores of every method, gate statistics and the gate timeline of one scenario."""
-    product = predict(gated, product_samples(samples, gated))
+    product = product_predict(samples, gated)
     full = predict(gated, samples)
     runs = {
         'gated': (product['bev'], product['ego']),
@@ -138,7 +160,7 @@ def evaluate_bag(model: GatedFusionNet, bag: Path, camera_stride: int = 1,
     from fusion_nodes.model.bag_samples import extract_bag_samples, PairingConfig
     samples = extract_bag_samples(Path(bag), PairingConfig(camera_stride=camera_stride),
                                   node_params=node_params)
-    out = predict(model, product_samples(samples, model, node_params))
+    out = product_predict(samples, model, node_params)
     in_failure = samples['failed'].any(axis=1)
 
     def miou(mask: np.ndarray) -> float:

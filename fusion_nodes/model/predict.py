@@ -1,5 +1,6 @@
 """Batched torch inference over cached samples, for validation and evaluation."""
 
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -10,6 +11,8 @@ from fusion_nodes.core.camera import grey_from_network_input
 from fusion_nodes.core.camera_mount import CameraMountConfig, CameraMountMonitor, CameraMountState
 from fusion_nodes.core.config import BevGrid, CameraPreprocessConfig, SENSORS
 from fusion_nodes.core.lidar_mount import LidarMountConfig, LidarMountMonitor, LidarMountState
+from fusion_nodes.core.lidar_odometry import (
+    fuse_inverse_variance, LidarOdometry, LidarOdometryConfig)
 from fusion_nodes.core.yaw_blame import blame_for_yaw, YawBlameConfig
 from fusion_nodes.model.network import GatedFusionNet
 
@@ -67,21 +70,71 @@ def _replay_mount_check(samples: dict[str, np.ndarray], sensor: str,
     return states
 
 
+@dataclass(frozen=True)
+class LidarReplay:
+    """What lidar_node's mount check said at each of n samples: in ERROR (bool (n,)), the
+    travel heading evidence for the yaw blame (mount.travel_heading_deg, NaN for none), and
+    its lidar odometry ((n, 3) velocity and variance, NaN for none)."""
+
+    errors: np.ndarray
+    travel_headings: np.ndarray
+    odometry_velocity: np.ndarray
+    odometry_variance: np.ndarray
+
+
 def lidar_mount_replay(samples: dict[str, np.ndarray], grid: BevGrid,
-                       cfg: LidarMountConfig = LidarMountConfig()
-                       ) -> tuple[np.ndarray, np.ndarray]:
-    """lidar_node's mount check (lidar_mount) replayed once: (bool (n,) in ERROR, float (n,)
-    travel heading evidence for the yaw blame, mount.travel_heading_deg, NaN for none)."""
+                       cfg: LidarMountConfig = LidarMountConfig(),
+                       odometry_cfg: LidarOdometryConfig = LidarOdometryConfig()
+                       ) -> LidarReplay:
+    """lidar_node's mount check (lidar_mount) and lidar odometry replayed once."""
     states = _replay_mount_check(samples, 'lidar', lambda: LidarMountMonitor(grid, cfg),
                                  lambda k: samples['lidar'][k, 0])
-    return (np.array([state.in_error for state in states], dtype=bool),
-            np.array([state.travel_heading_deg for state in states], dtype=np.float64))
+    velocity, variance = _replay_odometry(samples, states, odometry_cfg)
+    return LidarReplay(np.array([state.in_error for state in states], dtype=bool),
+                       np.array([state.travel_heading_deg for state in states],
+                                dtype=np.float64), velocity, variance)
+
+
+def _replay_odometry(samples: dict[str, np.ndarray], states: list[LidarMountState],
+                     cfg: LidarOdometryConfig) -> tuple[np.ndarray, np.ndarray]:
+    """lidar_node's odometry at each sample from the replayed mount check's registrations:
+    none while the lidar is missing or its health in ERROR (the node sends NaN then)."""
+    k_lidar = SENSORS.index('lidar')
+    n = samples['capture_ns'].shape[0]
+    velocity = np.full((n, 3), np.nan)
+    variance = np.full((n, 3), np.nan)
+    recordings = samples.get('recording', np.zeros(n, dtype=np.int64))
+    for recording in np.unique(recordings):
+        rows = np.flatnonzero(recordings == recording)
+        rows = rows[np.argsort(samples['capture_ns'][rows], kind='stable')]
+        odometry = LidarOdometry(cfg)
+        for k in rows:
+            if (samples['available'][k, k_lidar] <= 0
+                    or sensor_in_error('lidar', samples['health'][k, k_lidar])):
+                continue
+            # A repeated sweep (two camera frames on one scan) carries no motion: same estimate.
+            estimate = odometry.update(int(samples['capture_ns'][k]), states[k].motion,
+                                       states[k].motion_span_ns)
+            velocity[k], variance[k] = estimate.velocity, estimate.variance
+    return velocity, variance
+
+
+def with_lidar_odometry(ego: np.ndarray, ego_log_variance: np.ndarray,
+                        odometry_velocity: np.ndarray, odometry_variance: np.ndarray,
+                        lidar_kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The network's ego ((n, 3) velocity and log variance) joined with the lidar odometry by
+    inverse variance, in rows whose lidar the fusion kept, as fusion_node does: (velocity,
+    variance), both (n, 3)."""
+    variance = np.exp(np.clip(np.asarray(ego_log_variance, dtype=np.float64), -20.0, 20.0))
+    kept = np.asarray(lidar_kept, dtype=bool)[:, None]
+    odometry_velocity = np.where(kept, odometry_velocity, np.nan)
+    return fuse_inverse_variance(ego, variance, odometry_velocity, odometry_variance)
 
 
 def lidar_mount_errors(samples: dict[str, np.ndarray], grid: BevGrid,
                        cfg: LidarMountConfig = LidarMountConfig()) -> np.ndarray:
     """Bool (n,): lidar_node's mount check (lidar_mount) in ERROR at each sample."""
-    return lidar_mount_replay(samples, grid, cfg)[0]
+    return lidar_mount_replay(samples, grid, cfg).errors
 
 
 def camera_mount_errors(samples: dict[str, np.ndarray], camera_input: CameraPreprocessConfig,

@@ -30,6 +30,7 @@ from fusion_nodes.core.assessment import HEALTH_FEATURES, sensor_in_error
 from fusion_nodes.core.config import BevGrid, CameraModel, SEMANTIC_CLASSES, SENSORS
 from fusion_nodes.core.fusion_inputs import build_feed, SensorSample, StampJoiner
 from fusion_nodes.core.gps import GPS_FEATURES
+from fusion_nodes.core.lidar_odometry import fuse_inverse_variance
 from fusion_nodes.core.motion_compensation import (
     compensate_bev, EgoVelocityHold, PlanarVelocity)
 from fusion_nodes.core.overlay import draw_overlay
@@ -40,7 +41,7 @@ from fusion_nodes.core.watchdog import ProcessingWatchdog, WatchdogConfig
 from fusion_nodes.core.yaw_blame import blame_for_yaw, YawBlameConfig
 from fusion_nodes.inference.metadata import load_metadata
 from fusion_nodes.inference.registry import AUTO, known_backends, make_backend, resolve_auto
-from fusion_nodes.nodes.health_msg import parse_health_msg, vector
+from fusion_nodes.nodes.health_msg import odometry_from_values, parse_health_msg, vector
 from fusion_nodes.nodes.params import declare_all, FUSION_PARAMS
 from fusion_nodes.nodes.runner import run_node, STARTUP_ERRORS
 from fusion_nodes.nodes.sensor_node import ERROR, OK, RELIABLE_OUTPUT, STALE, WARN
@@ -189,6 +190,7 @@ class FusionBehaviour:
         self.in_node_ms = RollingPercentiles(1000)
         self.published = 0
         self.fallback_frames = 0
+        self.ego_with_lidar_odometry = 0
         self.inference_errors = RejectionCounter()
         self._camera_period_ns = 33_333_333
         self._last_output_ns: int | None = None
@@ -298,7 +300,7 @@ class FusionBehaviour:
             return
         self._accept(track, SensorSample(
             sensor, _stamp_ns(msg), self._now_ns(), features, health, signature, level,
-            values.get('mount.travel_heading_deg', math.nan)))
+            values.get('mount.travel_heading_deg', math.nan), odometry_from_values(values)))
 
     def _on_gps_health(self, msg: DiagnosticArray) -> None:
         track = self.tracks['gps']
@@ -473,6 +475,21 @@ class FusionBehaviour:
             return None
         return blame_for_yaw(lidar.travel_heading_deg, self.yaw_blame_cfg)
 
+    def _with_lidar_odometry(self, outputs: dict[str, np.ndarray],
+                             kept: dict[str, SensorSample | None]) -> dict[str, np.ndarray]:
+        """outputs with the network's ego joined with a kept lidar's odometry by inverse
+        variance (lidar_odometry); the network reads velocity from GPS alone."""
+        lidar = kept.get('lidar')
+        if not self.params['lidar_odometry'] or lidar is None or not lidar.odometry.valid:
+            return outputs
+        variance = np.exp(np.clip(outputs['ego_log_variance'][0], -20.0, 20.0))
+        velocity, variance = fuse_inverse_variance(
+            outputs['ego_velocity'][0], variance, lidar.odometry.velocity,
+            lidar.odometry.variance)
+        self.ego_with_lidar_odometry += 1
+        return {**outputs, 'ego_velocity': velocity[None].astype(np.float32),
+                'ego_log_variance': np.log(variance)[None].astype(np.float32)}
+
     def _fuse(self, stamp_ns: int, samples: dict[str, SensorSample | None], now: int) -> None:
         start = time.perf_counter()
         kept = self._without_errors(samples)
@@ -487,9 +504,11 @@ class FusionBehaviour:
                 f'camera and lidar disagree in yaw; the lidar travels '
                 f'{kept["lidar"].travel_heading_deg:+.0f} deg off its x axis: {blamed} dropped',
                 throttle_duration_sec=float(self.params['warn_throttle_s']))
-            outputs = self._infer({**kept, blamed: None})
+            kept = {**kept, blamed: None}
+            outputs = self._infer(kept)
             if outputs is None:
                 return
+        outputs = self._with_lidar_odometry(outputs, kept)
         header = Header(frame_id=str(self.params['base_frame']))
         header.stamp = conversions.ns_to_stamp(stamp_ns)
         self._publish(header, outputs, samples)
@@ -637,6 +656,7 @@ class FusionBehaviour:
             'model': f'{self.metadata.name} {self.metadata.version}',
             'published': str(self.published),
             'fallback_frames': str(self.fallback_frames),
+            'ego_with_lidar_odometry': str(self.ego_with_lidar_odometry),
             'inference_errors': str(self.inference_errors.total),
             'lidar_motion_compensated': str(self.lidar_compensated),
             'lidar_not_compensated': str(self.lidar_not_compensated),

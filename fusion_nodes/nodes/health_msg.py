@@ -5,8 +5,12 @@ build, so health rides in DiagnosticArray key/values: human-readable in any tool
 fusion node matches it to the sensor's feature message by exact stamp.
 """
 
+import math
+
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 import numpy as np
+
+from fusion_nodes.core.lidar_odometry import ODOMETRY_FIELDS, OdometryEstimate
 
 
 def make_health_msg(header, sensor: str, level: int, message: str,
@@ -42,3 +46,21 @@ def vector(values: dict[str, float], prefix: str, names: tuple[str, ...]) -> np.
 def flatten(prefix: str, names: tuple[str, ...], array: np.ndarray) -> dict[str, float]:
     """prefix.name -> value for a feature vector."""
     return {f'{prefix}.{name}': float(v) for name, v in zip(names, array)}
+
+
+def odometry_values(estimate: OdometryEstimate) -> dict[str, float]:
+    """A lidar odometry estimate as health values: odometry.<field> and odometry.var_<field>
+    (NaN for none), read back by odometry_from_values."""
+    values = {}
+    for k, name in enumerate(ODOMETRY_FIELDS):
+        values[f'odometry.{name}'] = float(estimate.velocity[k])
+        values[f'odometry.var_{name}'] = float(estimate.variance[k])
+    return values
+
+
+def odometry_from_values(values: dict[str, float]) -> OdometryEstimate:
+    """The estimate odometry_values wrote; no estimate when the values are absent."""
+    velocity = [values.get(f'odometry.{name}', math.nan) for name in ODOMETRY_FIELDS]
+    variance = [values.get(f'odometry.var_{name}', math.nan) for name in ODOMETRY_FIELDS]
+    return OdometryEstimate(np.array(velocity, dtype=np.float64),
+                            np.array(variance, dtype=np.float64))

@@ -15,6 +15,8 @@ from fusion_nodes.core.lidar import (
     LIDAR_HEALTH_FEATURES, lidar_points_to_base, LidarHealthConfig, LidarHealthTracker,
     pillarize)
 from fusion_nodes.core.lidar_mount import LidarMountMonitor
+from fusion_nodes.core.lidar_odometry import LidarOdometry, OdometryEstimate
+from fusion_nodes.nodes.health_msg import odometry_values
 from fusion_nodes.nodes.params import LIDAR_PARAMS
 from fusion_nodes.nodes.runner import run_node
 from fusion_nodes.nodes.sensor_node import ERROR, RELIABLE_OUTPUT, SensorNode
@@ -41,6 +43,8 @@ class LidarNode(SensorNode):
         self.tracker = LidarHealthTracker(LidarHealthConfig(
             expected_points=int(p['expected_points']), near_range=float(p['near_range'])))
         self.mount_monitor = LidarMountMonitor(grid) if p['mount_check'] else None
+        # Rides on the mount check's registrations: none without it.
+        self.odometry = LidarOdometry() if p['mount_check'] else None
         self.displacement = ObstacleDisplacement()
         self.bev_pub = self.create_publisher(Image, 'lidar/bev', RELIABLE_OUTPUT)
         self.create_subscription(PointCloud2, 'lidar/points', self._on_cloud,
@@ -61,14 +65,18 @@ class LidarNode(SensorNode):
         level, message = assess_lidar(health)
         extra = {}
         if self.mount_monitor is not None:
+            stamp_ns = conversions.stamp_to_ns(msg.header.stamp)
             # A frozen or empty scan would only feed the check a wrong match.
-            mount = (self.mount_monitor.update(conversions.stamp_to_ns(msg.header.stamp), bev[0])
+            mount = (self.mount_monitor.update(stamp_ns, bev[0])
                      if level < ERROR else self.mount_monitor.state())
             level, message = assess_lidar_mount(mount, level, message)
             extra.update({'mount.heading_deg': mount.heading_deg,
                           'mount.cusum_deg': mount.cusum_deg, 'mount.steps': mount.steps,
                           'mount.travel_heading_deg': mount.travel_heading_deg,
                           'mount.jumps': mount.jumps})
+            odometry = self.odometry.update(stamp_ns, mount.motion, mount.motion_span_ns)
+            # A scan in ERROR moves no one: its odometry would be the fusion's to drop anyway.
+            extra.update(odometry_values(odometry if level < ERROR else OdometryEstimate()))
         if level >= ERROR:
             # A frozen sweep shows a stop, a turned one a wrong shift: no signature from them.
             self.displacement.reset()

@@ -83,6 +83,7 @@ FUSION_PARAMS = {
     'lidar_motion_compensation': True,
     'drop_sensor_on_error': True,
     'yaw_blame': True,
+    'lidar_odometry': True,
     'yaw_blame_steady_deg': 3.0,
     'yaw_blame_turned_deg': 10.0,
     'poll_period_ms': 10.0,

@@ -3,8 +3,8 @@
 It starts the node set (fusion-bringup), replays bags/<demo> in real time (fusion-replay)
 and watches from a third process: the fused output rate, the end-to-end latency (a camera
 frame's arrival here to its fused output's arrival here, both on this process's clock), the
-per-sensor gates over time and /diagnostics. It scores the fused semantic grid against the
-bag's /gt, and ends by writing a picture of overlay frames and the gate timeline.
+per-sensor gates over time and /diagnostics. It scores the fused semantic grid and ego velocity
+against the bag's /gt, and ends by writing a picture of overlay frames and the gate timeline.
 """
 
 import argparse
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
                              "with --bag; '' for none)")
     args = parser.parse_args(argv)
 
-    from fusion_nodes.tools.bag_truth import load_bag_truth, score_semantic
+    from fusion_nodes.tools.bag_truth import load_bag_truth, score_ego, score_semantic
     from fusion_nodes.tools.node_set import default_params_file
     from fusion_nodes.tools.observer import write_report_picture
     from fusion_nodes.tools.params_overlay import merged_parameters, write_parameters
@@ -65,6 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     truth = load_bag_truth(bag)
     miou, frames = score_semantic(run.observer.semantic, truth)
     print(f'fused BEV semantic grid against /gt: mIoU {miou:.3f} over {frames} frames')
+    ego_rmse, frames = score_ego(run.observer.ego, truth)
+    node_values = run.observer.diagnostics.get('fusion_nodes: fusion_node', ('', '', {}))[2]
+    print(f'fused ego velocity against /gt: RMSE {ego_rmse:.2f} (m/s, rad/s) over {frames} '
+          f"frames, {node_values.get('ego_with_lidar_odometry', '?')} joined with the lidar "
+          'odometry')
     picture = write_report_picture(run.observer, args.out / 'demo.png')
     print(f'demo: picture of overlay frames and the gate timeline written to {picture}')
     if not run.nodes_alive_at_end:

@@ -11,6 +11,7 @@ import time
 
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Vector3Stamped
+from nav_msgs.msg import Odometry
 import numpy as np
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
@@ -84,6 +85,7 @@ class FusionObserver(Node):
         self.latency_events: list[tuple[int, float]] = []
         self.gates: list[tuple[int, np.ndarray]] = []
         self.semantic: dict[int, np.ndarray] = {}
+        self.ego: dict[int, np.ndarray] = {}
         self.overlays: list[tuple[int, np.ndarray]] = []
         self.diagnostics: dict[str, tuple[str, str, dict[str, str]]] = {}
         self.diagnostic_history: list[tuple[int, str, str, dict[str, str]]] = []
@@ -95,6 +97,7 @@ class FusionObserver(Node):
                                  qos_profile_sensor_data)
         self.create_subscription(Vector3Stamped, 'fusion/gates', self._on_gates, _RELIABLE)
         self.create_subscription(Image, 'fusion/semantic', self._on_semantic, _RELIABLE)
+        self.create_subscription(Odometry, 'fusion/ego', self._on_ego, _RELIABLE)
         self.create_subscription(Image, 'fusion/overlay', self._on_overlay, _RELIABLE)
         self.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics,
                                  _RELIABLE)
@@ -117,6 +120,11 @@ class FusionObserver(Node):
     def _on_semantic(self, msg: Image) -> None:
         self.semantic[conversions.stamp_to_ns(msg.header.stamp)] = semantic_to_classes(
             conversions.image_to_numpy(msg))
+
+    def _on_ego(self, msg: Odometry) -> None:
+        twist = msg.twist.twist
+        self.ego[conversions.stamp_to_ns(msg.header.stamp)] = np.array(
+            [twist.linear.x, twist.linear.y, twist.angular.z])
 
     def _on_overlay(self, msg: Image) -> None:
         stamp = conversions.stamp_to_ns(msg.header.stamp)

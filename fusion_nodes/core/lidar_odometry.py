@@ -1,0 +1,118 @@
+"""Ego velocity from the lidar mount check's registrations, and its fusion with the network's.
+
+The mount check (lidar_mount.py) registers every scan against the one about half a second
+older: the shift and yaw between them are the vehicle's mean velocity and yaw rate over that
+span. The network's ego head reads velocity from the GPS branch alone (single camera and lidar
+frames hold no motion), so without GPS it falls back on a prior, and with GPS it is no better
+than the fix's velocity. The lidar's own motion needs no GPS at all.
+
+A registration is noisy and now and then wrong (a turn beyond the yaw search, a scene that
+matches itself shifted), and a poor phase correlation peak foretells it (README: under 0.3,
+13 % of steps were off by over 2 m/s; from 0.4, under 1 %). So steps under min_peak or on the
+search edge are skipped, the estimate is the median of the last few kept steps within
+max_age_ns, and its variance the larger of a floor and the steps' spread (MAD). The estimate
+lags the truth by half the registration span (a quarter second), like any finite difference.
+
+fuse_inverse_variance weighs two estimates of the same quantities by their variances, which
+is how fusion_node joins this one with the network's ego (its predicted log variance).
+"""
+
+from collections import deque
+from dataclasses import dataclass, field
+import math
+
+import numpy as np
+
+from fusion_nodes.core.config import NS_PER_S
+from fusion_nodes.core.lidar_mount import ScanMotion
+
+ODOMETRY_FIELDS = ('vx', 'vy', 'yaw_rate')
+_MAD_TO_SIGMA = 1.4826
+
+
+@dataclass(frozen=True)
+class LidarOdometryConfig:
+    """Sigmas in m/s, m/s and rad/s for (vx, vy, yaw rate)."""
+
+    min_peak: float = 0.3
+    window_steps: int = 3
+    min_steps: int = 2
+    max_age_ns: int = 1_000_000_000
+    floor_sigma: tuple[float, float, float] = (0.3, 0.3, 0.03)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_steps <= self.window_steps:
+            raise ValueError('need 1 <= min_steps <= window_steps')
+        if self.max_age_ns <= 0 or not 0.0 <= self.min_peak <= 1.0:
+            raise ValueError('max_age_ns must be positive and min_peak in [0, 1]')
+        if len(self.floor_sigma) != 3 or min(self.floor_sigma) <= 0.0:
+            raise ValueError('floor_sigma needs three positive values (vx, vy, yaw rate)')
+
+
+@dataclass(frozen=True)
+class OdometryEstimate:
+    """(vx, vy, yaw rate) in base_link and their variances; NaN when there is no estimate."""
+
+    velocity: np.ndarray = field(default_factory=lambda: np.full(3, np.nan))
+    variance: np.ndarray = field(default_factory=lambda: np.full(3, np.nan))
+
+    @property
+    def valid(self) -> bool:
+        return bool(np.all(np.isfinite(self.velocity)) and np.all(self.variance > 0.0))
+
+
+class LidarOdometry:
+    """Feeds each registration (ScanMotion and the span it covers), gives the estimate."""
+
+    def __init__(self, cfg: LidarOdometryConfig = LidarOdometryConfig()) -> None:
+        self._cfg = cfg
+        self._floor = np.square(np.asarray(cfg.floor_sigma, dtype=np.float64))
+        self._steps: deque[tuple[int, np.ndarray]] = deque(maxlen=cfg.window_steps)
+
+    def reset(self) -> None:
+        self._steps.clear()
+
+    def update(self, stamp_ns: int, motion: ScanMotion | None, span_ns: int
+               ) -> OdometryEstimate:
+        """The estimate at stamp_ns after this scan's registration (None: no registration)."""
+        if self._steps and stamp_ns < self._steps[-1][0]:
+            self.reset()
+        if (motion is not None and span_ns > 0 and not motion.on_search_edge
+                and motion.peak >= self._cfg.min_peak):
+            span_s = span_ns / NS_PER_S
+            # The static world moved by shift_m: the vehicle by the opposite.
+            self._steps.append((int(stamp_ns), np.array([
+                -motion.shift_m[0] / span_s, -motion.shift_m[1] / span_s,
+                math.radians(motion.yaw_deg) / span_s])))
+        return self.estimate(stamp_ns)
+
+    def estimate(self, stamp_ns: int) -> OdometryEstimate:
+        recent = [v for stamp, v in self._steps if 0 <= stamp_ns - stamp <= self._cfg.max_age_ns]
+        if len(recent) < self._cfg.min_steps:
+            return OdometryEstimate()
+        steps = np.stack(recent)
+        median = np.median(steps, axis=0)
+        spread = _MAD_TO_SIGMA * np.median(np.abs(steps - median), axis=0)
+        return OdometryEstimate(median, np.maximum(np.square(spread), self._floor))
+
+
+def fuse_inverse_variance(velocity_a: np.ndarray, variance_a: np.ndarray,
+                          velocity_b: np.ndarray, variance_b: np.ndarray
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """Element-wise inverse-variance mean of two estimates and its variance.
+
+    An element with a non-finite value or a variance that is not positive on one side takes
+    the other side's; variances are floored at 1e-12 so a zero cannot swallow the other.
+    """
+    a, b = (np.asarray(v, dtype=np.float64) for v in (velocity_a, velocity_b))
+    va, vb = (np.maximum(np.asarray(v, dtype=np.float64), 1e-12)
+              for v in (variance_a, variance_b))
+    usable_a = np.isfinite(a) & np.isfinite(va) & (np.asarray(variance_a) > 0.0)
+    usable_b = np.isfinite(b) & np.isfinite(vb) & (np.asarray(variance_b) > 0.0)
+    wa = np.where(usable_a, 1.0 / np.where(usable_a, va, 1.0), 0.0)
+    wb = np.where(usable_b, 1.0 / np.where(usable_b, vb, 1.0), 0.0)
+    total = wa + wb
+    both_missing = total == 0.0
+    total = np.where(both_missing, 1.0, total)
+    mean = (wa * np.nan_to_num(a) + wb * np.nan_to_num(b)) / total
+    return (np.where(both_missing, np.nan, mean), np.where(both_missing, np.nan, 1.0 / total))
