@@ -5,7 +5,7 @@ import pytest
 
 from fusion_nodes.core.assessment import (
     assess_camera, assess_camera_mount, assess_gps, assess_lidar, assess_lidar_mount,
-    HEALTH_FEATURES, sensor_in_error, sensors_in_error)
+    gps_in_multipath, HEALTH_FEATURES, sensor_in_error, sensors_in_error)
 from fusion_nodes.core.camera import CAMERA_HEALTH_FEATURES
 from fusion_nodes.core.camera_mount import CameraMountState
 from fusion_nodes.core.gps import GpsSample
@@ -101,3 +101,8 @@ def test_an_upside_down_camera_goes_to_error_unless_its_frame_already_is():
     upright = CameraMountState(in_error=False, cusum=0.0, log_ratio=3.0, steps=20)
     assert assess_camera_mount(upright, WARN, 'blurred') == (WARN, 'blurred')
     assert assess_camera_mount(upside_down, ERROR, 'frozen') == (ERROR, 'frozen')
+
+
+def test_gps_in_multipath_reads_the_jump_hold():
+    assert gps_in_multipath(np.array([1.0, 0.1, 0.3, 0.1]))
+    assert not gps_in_multipath(np.array([1.0, 0.1, 0.0, 0.1]))

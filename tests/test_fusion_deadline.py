@@ -289,3 +289,42 @@ def test_ego_is_joined_with_a_kept_lidars_odometry(rclpy_session, tmp_path, odom
             assert node.ego_with_lidar_odometry == before
     finally:
         node.destroy_node()
+
+
+@pytest.mark.parametrize('multipath, odometry_valid, blame_lidar, gps_fused', [
+    (0.5, True, False, False), (0.0, True, False, True), (0.5, False, False, True),
+    (0.5, True, True, True)])
+def test_gps_in_a_multipath_episode_gives_way_to_the_lidar_odometry(
+        rclpy_session, tmp_path, multipath, odometry_valid, blame_lidar, gps_fused):
+    """The GPS is fused as missing while its health shows a multipath episode and a kept
+    lidar's odometry can carry the ego; if the yaw blame then drops the lidar, it is back."""
+    node = _fusion_node(tmp_path, max_wait_ms=0.0)
+    feeds = []
+    infer = node.backend.infer
+
+    def network(feed):
+        feeds.append(feed['available'].copy())
+        out = infer(feed)
+        if blame_lidar and feed['available'][0, 0] > 0 and feed['available'][0, 1] > 0:
+            out['yaw_disagreement'] = np.ones((1, 1), np.float32)
+        return out
+
+    node.backend.infer = network
+    try:
+        now = node.get_clock().now().nanoseconds
+        node._accept(node.tracks['gps'], SensorSample(
+            'gps', now, now, np.zeros(node.input_shapes['gps'][1:], np.float32),
+            np.array([1.0, 0.1, multipath, 0.1], np.float32), 0.0))
+        odometry = (OdometryEstimate(np.array([8.0, 0.0, 0.0]), np.array([0.09, 0.09, 1e-3]))
+                    if odometry_valid else OdometryEstimate())
+        _accept_lidar(node, now, travel_heading_deg=-19.0, odometry=odometry)
+        feeds.clear()
+        before = node.tracks['gps'].dropped_on_multipath
+        _accept_camera(node, now)
+        assert feeds[-1][0, 2] == float(gps_fused)
+        assert node.tracks['gps'].dropped_on_multipath == before + int(not gps_fused)
+        if blame_lidar:
+            assert feeds[0][0].tolist() == [1.0, 1.0, 0.0]  # first run: GPS given way
+            assert feeds[-1][0].tolist() == [1.0, 0.0, 1.0]
+    finally:
+        node.destroy_node()

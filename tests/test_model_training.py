@@ -10,7 +10,8 @@ import torch
 from fusion_nodes.model.export import write_model
 from fusion_nodes.model.features import camera_preprocess_config
 from fusion_nodes.model.predict import (
-    camera_mount_errors, INPUT_KEYS, lidar_mount_errors, mask_sensors, predict, without_errors)
+    camera_mount_errors, INPUT_KEYS, lidar_mount_errors, mask_sensors, predict, without_errors,
+    without_multipath_gps)
 from fusion_nodes.model.train import (
     _recalibrate, healthy_novelty_ceiling, modality_dropout, train_model, TrainConfig)
 from tests.models.synthetic_samples import synthetic_gate_samples
@@ -81,6 +82,19 @@ def test_without_errors_drops_only_the_rows_and_sensors_in_error():
     assert (out['health'][0] == samples['health'][0]).all()
     for key, value in before.items():  # the input is not modified
         np.testing.assert_array_equal(samples[key], value)
+
+
+def test_gps_in_a_multipath_episode_gives_way_where_the_lidar_odometry_can():
+    samples = synthetic_gate_samples(4, seed=4)
+    samples['available'][:] = 1.0
+    samples['health'][:, 2] = (1.0, 0.1, 0.0, 0.1)
+    samples['health'][1:, 2, 2] = 0.4          # multipath episode in rows 1-3
+    samples['available'][3, 1] = 0.0           # row 3: no lidar
+    odometry = np.full((4, 3), 8.0)
+    odometry[2] = np.nan                       # row 2: no odometry
+    out = without_multipath_gps(samples, odometry)
+    assert out['available'][:, 2].tolist() == [1, 0, 1, 1]
+    assert (out['gps'][1] == 0).all() and (out['gps'][2] == samples['gps'][2]).all()
 
 
 def test_without_errors_replays_the_lidar_mount_check_per_recording():

@@ -103,6 +103,13 @@ _LEVEL_OF_HEALTH = {
 }
 
 
+def gps_in_multipath(gps_health: np.ndarray) -> bool:
+    """Whether the GPS health (GPS_HEALTH_FEATURES) shows a position jump rejected within
+    its jump_hold_s: a receiver inside a multipath episode, whose fixes may sit on a
+    reflected solution however steady they look (its node says WARN)."""
+    return float(gps_health[GPS_HEALTH_FEATURES.index('multipath')]) > 0.0
+
+
 def sensor_in_error(sensor: str, health: np.ndarray) -> bool:
     """Whether one sensor's health (ordered as HEALTH_FEATURES) puts it at ERROR.
 

@@ -33,7 +33,7 @@ from fusion_nodes.model.metrics import confusion, gate_means, mean_iou, object_h
 from fusion_nodes.model.network import GatedFusionNet
 from fusion_nodes.model.predict import (
     camera_mount_errors, lidar_mount_replay, LidarReplay, predict, with_lidar_odometry,
-    with_yaw_blame, without_errors)
+    with_yaw_blame, without_errors, without_multipath_gps)
 from fusion_nodes.nodes.params import FUSION_PARAMS, sensor_params_in_force
 from fusion_nodes.sim.scenario import load_scenario
 
@@ -99,12 +99,17 @@ def _product(samples: dict[str, np.ndarray], model: GatedFusionNet,
                      if camera_params['mount_check'] else None)
     product = without_errors(samples, None if replay is None else replay.errors,
                              camera_errors)
-    if replay is None or not (fusion_params['yaw_blame'] and model.cfg.yaw_disagreement):
+    if replay is None:
         return product, replay, fusion_params
-    cfg = YawBlameConfig(float(fusion_params['yaw_blame_steady_deg']),
-                         float(fusion_params['yaw_blame_turned_deg']))
-    return (with_yaw_blame(product, model, replay.travel_headings, cfg), replay,
-            fusion_params)
+    if fusion_params['yaw_blame'] and model.cfg.yaw_disagreement:
+        cfg = YawBlameConfig(float(fusion_params['yaw_blame_steady_deg']),
+                             float(fusion_params['yaw_blame_turned_deg']))
+        product = with_yaw_blame(product, model, replay.travel_headings, cfg)
+    if fusion_params['lidar_odometry'] and fusion_params['drop_gps_on_multipath']:
+        # After the blame: the odometry must come from a lidar the frame keeps. The yaw
+        # check reads camera and lidar alone, so dropping the GPS after it changes nothing.
+        product = without_multipath_gps(product, replay.odometry_velocity)
+    return product, replay, fusion_params
 
 
 def evaluate_scenario(gated: GatedFusionNet, ungated: GatedFusionNet,

@@ -6,7 +6,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from fusion_nodes.core.assessment import sensor_in_error, sensors_in_error
+from fusion_nodes.core.assessment import gps_in_multipath, sensor_in_error, sensors_in_error
 from fusion_nodes.core.camera import grey_from_network_input
 from fusion_nodes.core.camera_mount import CameraMountConfig, CameraMountMonitor, CameraMountState
 from fusion_nodes.core.config import BevGrid, CameraPreprocessConfig, SENSORS
@@ -129,6 +129,20 @@ def with_lidar_odometry(ego: np.ndarray, ego_log_variance: np.ndarray,
     kept = np.asarray(lidar_kept, dtype=bool)[:, None]
     odometry_velocity = np.where(kept, odometry_velocity, np.nan)
     return fuse_inverse_variance(ego, variance, odometry_velocity, odometry_variance)
+
+
+def without_multipath_gps(samples: dict[str, np.ndarray],
+                          odometry_velocity: np.ndarray) -> dict[str, np.ndarray]:
+    """samples with the GPS made missing in rows where its health shows a multipath episode
+    (gps_in_multipath) and a kept lidar gives odometry to carry the ego velocity instead,
+    as fusion_node does with drop_gps_on_multipath."""
+    k_gps, k_lidar = SENSORS.index('gps'), SENSORS.index('lidar')
+    replaced = ((samples['available'][:, k_lidar] > 0)
+                & np.isfinite(odometry_velocity).all(axis=1))
+    drop = np.zeros((replaced.size, len(SENSORS)), dtype=bool)
+    drop[:, k_gps] = replaced & (samples['available'][:, k_gps] > 0) & np.array(
+        [gps_in_multipath(row) for row in samples['health'][:, k_gps]], dtype=bool)
+    return _made_missing(samples, drop)
 
 
 def lidar_mount_errors(samples: dict[str, np.ndarray], grid: BevGrid,

@@ -26,7 +26,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from fusion_nodes import conversions
 from fusion_nodes.core.align.aligner import AlignerConfig, StreamAligner
-from fusion_nodes.core.assessment import HEALTH_FEATURES, sensor_in_error
+from fusion_nodes.core.assessment import gps_in_multipath, HEALTH_FEATURES, sensor_in_error
 from fusion_nodes.core.config import BevGrid, CameraModel, SEMANTIC_CLASSES, SENSORS
 from fusion_nodes.core.fusion_inputs import build_feed, SensorSample, StampJoiner
 from fusion_nodes.core.gps import GPS_FEATURES
@@ -125,6 +125,7 @@ class SensorTrack:
         self.missing = 0
         self.dropped_on_error = 0
         self.dropped_on_yaw = 0  # frames fused without it for a yaw disagreement it caused
+        self.dropped_on_multipath = 0  # (GPS) frames whose ego came from the lidar instead
         self.in_error = False  # the last sample fused was dropped for its ERROR health
 
 
@@ -475,6 +476,14 @@ class FusionBehaviour:
             return None
         return blame_for_yaw(lidar.travel_heading_deg, self.yaw_blame_cfg)
 
+    def _gps_replaced_by_lidar(self, kept: dict[str, SensorSample | None]) -> bool:
+        """Whether to fuse the GPS as missing: inside a multipath episode (its health) while
+        a kept lidar's odometry can carry the ego velocity (drop_gps_on_multipath)."""
+        gps, lidar = kept.get('gps'), kept.get('lidar')
+        return bool(self.params['drop_gps_on_multipath'] and self.params['lidar_odometry']
+                    and gps is not None and lidar is not None and lidar.odometry.valid
+                    and gps_in_multipath(gps.health))
+
     def _with_lidar_odometry(self, outputs: dict[str, np.ndarray],
                              kept: dict[str, SensorSample | None]) -> dict[str, np.ndarray]:
         """outputs with the network's ego joined with a kept lidar's odometry by inverse
@@ -493,6 +502,9 @@ class FusionBehaviour:
     def _fuse(self, stamp_ns: int, samples: dict[str, SensorSample | None], now: int) -> None:
         start = time.perf_counter()
         kept = self._without_errors(samples)
+        gps_replaced = self._gps_replaced_by_lidar(kept)
+        if gps_replaced:
+            kept = {**kept, 'gps': None}
         outputs = self._infer(kept)
         if outputs is None:
             return
@@ -505,9 +517,15 @@ class FusionBehaviour:
                 f'{kept["lidar"].travel_heading_deg:+.0f} deg off its x axis: {blamed} dropped',
                 throttle_duration_sec=float(self.params['warn_throttle_s']))
             kept = {**kept, blamed: None}
+            if blamed == 'lidar' and gps_replaced:
+                # Its odometry was to replace the GPS: without it the GPS is all there is.
+                kept['gps'] = samples['gps']
+                gps_replaced = False
             outputs = self._infer(kept)
             if outputs is None:
                 return
+        if gps_replaced:
+            self.tracks['gps'].dropped_on_multipath += 1
         outputs = self._with_lidar_odometry(outputs, kept)
         header = Header(frame_id=str(self.params['base_frame']))
         header.stamp = conversions.ns_to_stamp(stamp_ns)
@@ -635,6 +653,7 @@ class FusionBehaviour:
                 'missing': str(track.missing),
                 'dropped_on_error': str(track.dropped_on_error),
                 'dropped_on_yaw': str(track.dropped_on_yaw),
+                'dropped_on_multipath': str(track.dropped_on_multipath),
                 'invalid': str(track.invalid.total),
                 'unpaired': str(track.joiner.unpaired),
                 'sensor_level': ('none' if track.last_sample is None

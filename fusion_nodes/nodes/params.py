@@ -84,6 +84,7 @@ FUSION_PARAMS = {
     'drop_sensor_on_error': True,
     'yaw_blame': True,
     'lidar_odometry': True,
+    'drop_gps_on_multipath': True,
     'yaw_blame_steady_deg': 3.0,
     'yaw_blame_turned_deg': 10.0,
     'poll_period_ms': 10.0,
