@@ -87,7 +87,7 @@ def test_travel_evidence_reads_turned_from_the_sweep_the_mount_jumps():
 def test_a_sharp_turn_of_the_vehicle_is_no_mount_jump():
     world = scene(4)
     monitor = LidarMountMonitor(PILLARS.grid)
-    rate = np.radians(30.0)  # a second: the half-second registrations hit their search edge
+    rate = np.radians(30.0)  # per second: half-second registrations hit their search edge
     radius = 8.0 / rate
     states = []
     for k in range(40):
