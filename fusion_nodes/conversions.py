@@ -313,6 +313,12 @@ def occupancy_grid(classes: np.ndarray, grid: BevGrid, header=None) -> Occupancy
     return msg
 
 
+def planar_twist(msg) -> np.ndarray:
+    """(vx, vy, yaw rate) of an Odometry's twist, float64 (3,)."""
+    twist = _get(msg, 'twist').twist
+    return np.array([twist.linear.x, twist.linear.y, twist.angular.z], dtype=np.float64)
+
+
 def occupancy_grid_to_numpy(msg) -> np.ndarray:
     """(cells along x, cells along y) int8 view of an OccupancyGrid: occupancy_grid's inverse."""
     info = _get(msg, 'info')

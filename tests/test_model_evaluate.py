@@ -114,11 +114,9 @@ def test_gates_are_judged_per_single_failure_scenario_and_pooled():
     assert not acceptance(results)['gates_single_failure']['pass']
 
 
-def test_product_samples_follow_each_nodes_mount_check_parameter():
-    """A lidar turned on its mount is dropped as lidar_node would, unless its params turn
-    the check off; the camera's own switch leaves the lidar alone."""
-    world = scene(7)
-    frames = 40
+def _driven_samples(world: np.ndarray, frames: int, mount_yaw_deg: float = 0.0) -> dict:
+    """frames healthy 10 Hz samples of a lidar driven at 8 m/s past world (zero camera and
+    GPS inputs), turned by mount_yaw_deg."""
     samples = {
         'camera': np.zeros((frames, 3, 96, 128), np.float32),
         'lidar': np.zeros((frames, 4, 64, 64), np.float32),
@@ -129,7 +127,14 @@ def test_product_samples_follow_each_nodes_mount_check_parameter():
         'capture_ns': (np.arange(frames) * 100_000_000).astype(np.int64),
     }
     for k in range(frames):
-        samples['lidar'][k, 0] = occupancy(world, 0.8 * k, mount_yaw_deg=20.0)
+        samples['lidar'][k, 0] = occupancy(world, 0.8 * k, mount_yaw_deg=mount_yaw_deg)
+    return samples
+
+
+def test_product_samples_follow_each_nodes_mount_check_parameter():
+    """A lidar turned on its mount is dropped as lidar_node would, unless its params turn
+    the check off; the camera's own switch leaves the lidar alone."""
+    samples = _driven_samples(scene(7), 40, mount_yaw_deg=20.0)
     model = SimpleNamespace(grid=PILLARS.grid, cfg=NetworkConfig())
     dropped = product_samples(samples, model)['available'][:, 1]
     assert dropped[-10:].sum() == 0 and dropped[:5].all()
@@ -189,20 +194,9 @@ def test_the_products_ego_is_joined_with_the_replayed_lidar_odometry():
     """A straight drive at 8 m/s: where the replayed lidar odometry has an estimate the
     product's ego lies between the network's and 8 m/s with a smaller variance, as
     fusion_node joins them; with lidar_odometry off it is the network's."""
-    world = scene(8)
-    frames = 20
-    gen = np.random.default_rng(3)
-    samples = {
-        'camera': gen.standard_normal((frames, 3, 96, 128)).astype(np.float32),
-        'lidar': np.zeros((frames, 4, 64, 64), np.float32),
-        'gps': np.zeros((frames, 8), np.float32),
-        'health': np.tile(np.array([[0.5, 0.4, 0.9, 0.0], [1.0, 1.0, 0.0, 0.02],
-                                    [1.0, 0.1, 0.0, 0.1]], np.float32), (frames, 1, 1)),
-        'available': np.ones((frames, 3), np.float32),
-        'capture_ns': (np.arange(frames) * 100_000_000).astype(np.int64),
-    }
-    for k in range(frames):
-        samples['lidar'][k, 0] = occupancy(world, 0.8 * k)
+    samples = _driven_samples(scene(8), 20)
+    samples['camera'] = np.random.default_rng(3).standard_normal(
+        samples['camera'].shape).astype(np.float32)
     torch.manual_seed(0)
     model = GatedFusionNet().eval()
     network = product_predict(samples, model, {'fusion_node': {'lidar_odometry': False}})

@@ -13,8 +13,9 @@ search edge are skipped, the estimate is the median of the last few kept steps w
 max_age_ns, and its variance the larger of a floor and the steps' spread (MAD). The estimate
 lags the truth by half the registration span (a quarter second), like any finite difference.
 
-fuse_inverse_variance weighs two estimates of the same quantities by their variances, which
-is how fusion_node joins this one with the network's ego (its predicted log variance).
+fuse_inverse_variance weighs two estimates of the same quantities by their variances;
+join_ego is how fusion_node and fusion-eval join this one with the network's ego (its
+predicted log variance).
 """
 
 from collections import deque
@@ -116,3 +117,17 @@ def fuse_inverse_variance(velocity_a: np.ndarray, variance_a: np.ndarray,
     total = np.where(both_missing, 1.0, total)
     mean = (wa * np.nan_to_num(a) + wb * np.nan_to_num(b)) / total
     return (np.where(both_missing, np.nan, mean), np.where(both_missing, np.nan, 1.0 / total))
+
+
+def ego_variance(log_variance: np.ndarray) -> np.ndarray:
+    """The network's predicted ego variance from its log variance, clipped to +-20 first so
+    an extreme output can neither overflow nor claim certainty."""
+    return np.exp(np.clip(np.asarray(log_variance, dtype=np.float64), -20.0, 20.0))
+
+
+def join_ego(velocity: np.ndarray, log_variance: np.ndarray, odometry_velocity: np.ndarray,
+             odometry_variance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The network's ego (velocity and log variance, [..., 3]) joined with the lidar
+    odometry by inverse variance: (velocity, variance). NaN odometry leaves the network's."""
+    return fuse_inverse_variance(velocity, ego_variance(log_variance), odometry_velocity,
+                                 odometry_variance)

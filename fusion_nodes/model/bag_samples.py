@@ -68,7 +68,8 @@ def bev_classes(msg, grid: BevGrid) -> np.ndarray:
     return classes.astype(np.uint8)
 
 
-def _nearest(times: np.ndarray, t: int) -> int:
+def nearest_index(times: np.ndarray, t: int) -> int:
+    """Index of the entry of sorted times nearest t (the earlier one on a tie)."""
     k = int(np.searchsorted(times, t))
     if k == 0:
         return 0
@@ -153,9 +154,8 @@ def extract_bag_samples(bag_path: Path, pairing: PairingConfig = PairingConfig()
                 bev_by_capture[conversions.stamp_to_ns(msg.header.stamp)] = \
                     bev_classes(msg, grid)
             elif topic == GT_EGO_TOPIC:
-                twist = msg.twist.twist
                 ego_times.append(conversions.stamp_to_ns(msg.header.stamp))
-                ego_values.append((twist.linear.x, twist.linear.y, twist.angular.z))
+                ego_values.append(conversions.planar_twist(msg))
             elif topic == GT_FAILURES_TOPIC:
                 failure_times.append(conversions.stamp_to_ns(msg.header.stamp))
                 failure_values.append(failure_flags(msg))
@@ -201,7 +201,7 @@ def _pair(streams, capture, bev_by_capture, ego_times, ego_values, failure_times
         for s_index, sensor in ((1, 'lidar'), (2, 'gps')):
             if sensor not in sorted_capture:
                 continue
-            j = _nearest(sorted_capture[sensor], int(t))
+            j = nearest_index(sorted_capture[sensor], int(t))
             gap = abs(int(sorted_capture[sensor][j]) - int(t))
             if gap > pairing.stale_ns:
                 continue
@@ -211,7 +211,7 @@ def _pair(streams, capture, bev_by_capture, ego_times, ego_values, failure_times
             health[s_index] = streams[sensor].health[original]
             available[s_index] = 1.0
             gaps[s_index] = gap
-        e = _nearest(ego_times, int(t))
+        e = nearest_index(ego_times, int(t))
         # A sensor's flag describes the sample it delivered: a scan captured just before the
         # rain starts, or the last fix before a tunnel, is healthy data.
         failed = _flags_at(failure_times, failure_values, int(t)).copy()

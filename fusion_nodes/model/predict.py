@@ -1,7 +1,7 @@
 """Batched torch inference over cached samples, for validation and evaluation."""
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -11,8 +11,7 @@ from fusion_nodes.core.camera import grey_from_network_input
 from fusion_nodes.core.camera_mount import CameraMountConfig, CameraMountMonitor, CameraMountState
 from fusion_nodes.core.config import BevGrid, CameraPreprocessConfig, SENSORS
 from fusion_nodes.core.lidar_mount import LidarMountConfig, LidarMountMonitor, LidarMountState
-from fusion_nodes.core.lidar_odometry import (
-    fuse_inverse_variance, LidarOdometry, LidarOdometryConfig)
+from fusion_nodes.core.lidar_odometry import join_ego, LidarOdometry, LidarOdometryConfig
 from fusion_nodes.core.yaw_blame import blame_for_yaw, YawBlameConfig
 from fusion_nodes.model.network import GatedFusionNet
 
@@ -40,6 +39,22 @@ def mask_sensors(batch: dict[str, torch.Tensor], keep: tuple[str, ...]) -> dict[
     return out
 
 
+def _rows_by_recording(samples: dict[str, np.ndarray]) -> Iterator[np.ndarray]:
+    """The row indices of each recording, in capture order: the order its nodes ran."""
+    n = samples['capture_ns'].shape[0]
+    recordings = samples.get('recording', np.zeros(n, dtype=np.int64))
+    for recording in np.unique(recordings):
+        rows = np.flatnonzero(recordings == recording)
+        yield rows[np.argsort(samples['capture_ns'][rows], kind='stable')]
+
+
+def _delivered_healthy(samples: dict[str, np.ndarray], sensor: str, row: int) -> bool:
+    """Whether the sensor delivered in this row with health short of ERROR."""
+    k = SENSORS.index(sensor)
+    return bool(samples['available'][row, k] > 0
+                and not sensor_in_error(sensor, samples['health'][row, k]))
+
+
 def _replay_mount_check(samples: dict[str, np.ndarray], sensor: str,
                         new_monitor: Callable[[], MountMonitor],
                         frame_of: Callable[[int], np.ndarray]) -> list[MountState]:
@@ -50,19 +65,13 @@ def _replay_mount_check(samples: dict[str, np.ndarray], sensor: str,
     in ERROR, or repeating the previous sample's input (two camera frames paired with one
     scan). frame_of(row) is what the node feeds its monitor for that row.
     """
-    k_sensor = SENSORS.index(sensor)
     key = _SENSOR_INPUTS[sensor]
-    n = samples['capture_ns'].shape[0]
-    recordings = samples.get('recording', np.zeros(n, dtype=np.int64))
-    states: list[MountState] = [None] * n
-    for recording in np.unique(recordings):
-        rows = np.flatnonzero(recordings == recording)
-        rows = rows[np.argsort(samples['capture_ns'][rows], kind='stable')]
+    states: list[MountState] = [None] * samples['capture_ns'].shape[0]
+    for rows in _rows_by_recording(samples):
         monitor = new_monitor()
         previous = None
         for k in rows:
-            usable = (samples['available'][k, k_sensor] > 0
-                      and not sensor_in_error(sensor, samples['health'][k, k_sensor]))
+            usable = _delivered_healthy(samples, sensor, k)
             repeat = previous is not None and np.array_equal(previous, samples[key][k])
             states[k] = (monitor.update(int(samples['capture_ns'][k]), frame_of(k))
                          if usable and not repeat else monitor.state())
@@ -99,18 +108,13 @@ def _replay_odometry(samples: dict[str, np.ndarray], states: list[LidarMountStat
                      cfg: LidarOdometryConfig) -> tuple[np.ndarray, np.ndarray]:
     """lidar_node's odometry at each sample from the replayed mount check's registrations:
     none while the lidar is missing or its health in ERROR (the node sends NaN then)."""
-    k_lidar = SENSORS.index('lidar')
     n = samples['capture_ns'].shape[0]
     velocity = np.full((n, 3), np.nan)
     variance = np.full((n, 3), np.nan)
-    recordings = samples.get('recording', np.zeros(n, dtype=np.int64))
-    for recording in np.unique(recordings):
-        rows = np.flatnonzero(recordings == recording)
-        rows = rows[np.argsort(samples['capture_ns'][rows], kind='stable')]
+    for rows in _rows_by_recording(samples):
         odometry = LidarOdometry(cfg)
         for k in rows:
-            if (samples['available'][k, k_lidar] <= 0
-                    or sensor_in_error('lidar', samples['health'][k, k_lidar])):
+            if not _delivered_healthy(samples, 'lidar', k):
                 continue
             # A repeated sweep (two camera frames on one scan) carries no motion: same estimate.
             estimate = odometry.update(int(samples['capture_ns'][k]), states[k].motion,
@@ -125,10 +129,9 @@ def with_lidar_odometry(ego: np.ndarray, ego_log_variance: np.ndarray,
     """The network's ego ((n, 3) velocity and log variance) joined with the lidar odometry by
     inverse variance, in rows whose lidar the fusion kept, as fusion_node does: (velocity,
     variance), both (n, 3)."""
-    variance = np.exp(np.clip(np.asarray(ego_log_variance, dtype=np.float64), -20.0, 20.0))
     kept = np.asarray(lidar_kept, dtype=bool)[:, None]
-    odometry_velocity = np.where(kept, odometry_velocity, np.nan)
-    return fuse_inverse_variance(ego, variance, odometry_velocity, odometry_variance)
+    return join_ego(ego, ego_log_variance, np.where(kept, odometry_velocity, np.nan),
+                    odometry_variance)
 
 
 def without_multipath_gps(samples: dict[str, np.ndarray],

@@ -30,7 +30,7 @@ from fusion_nodes.core.assessment import gps_in_multipath, HEALTH_FEATURES, sens
 from fusion_nodes.core.config import BevGrid, CameraModel, SEMANTIC_CLASSES, SENSORS
 from fusion_nodes.core.fusion_inputs import build_feed, SensorSample, StampJoiner
 from fusion_nodes.core.gps import GPS_FEATURES
-from fusion_nodes.core.lidar_odometry import fuse_inverse_variance
+from fusion_nodes.core.lidar_odometry import ego_variance, join_ego
 from fusion_nodes.core.motion_compensation import (
     compensate_bev, EgoVelocityHold, PlanarVelocity)
 from fusion_nodes.core.overlay import draw_overlay
@@ -491,10 +491,8 @@ class FusionBehaviour:
         lidar = kept.get('lidar')
         if not self.params['lidar_odometry'] or lidar is None or not lidar.odometry.valid:
             return outputs
-        variance = np.exp(np.clip(outputs['ego_log_variance'][0], -20.0, 20.0))
-        velocity, variance = fuse_inverse_variance(
-            outputs['ego_velocity'][0], variance, lidar.odometry.velocity,
-            lidar.odometry.variance)
+        velocity, variance = join_ego(outputs['ego_velocity'][0], outputs['ego_log_variance'][0],
+                                      lidar.odometry.velocity, lidar.odometry.variance)
         self.ego_with_lidar_odometry += 1
         return {**outputs, 'ego_velocity': velocity[None].astype(np.float32),
                 'ego_log_variance': np.log(variance)[None].astype(np.float32)}
@@ -608,7 +606,7 @@ class FusionBehaviour:
 
     def _ego(self, header: Header, outputs: dict[str, np.ndarray]) -> Odometry:
         velocity = outputs['ego_velocity'][0]
-        variance = np.exp(np.clip(outputs['ego_log_variance'][0], -20.0, 20.0))
+        variance = ego_variance(outputs['ego_log_variance'][0])
         odom = Odometry(child_frame_id=str(self.params['base_frame']))
         odom.header.stamp = header.stamp
         odom.header.frame_id = str(self.params['odom_frame'])

@@ -15,7 +15,7 @@ from fusion_nodes import conversions
 from fusion_nodes.core.config import BevGrid, SEMANTIC_CLASSES, SENSORS
 from fusion_nodes.model.bag_samples import (
     bev_classes, CAMERA_TOPICS, failure_flags, GT_BEV_TOPIC, GT_CAPTURE_TOPIC, GT_EGO_TOPIC,
-    GT_FAILURES_TOPIC)
+    GT_FAILURES_TOPIC, nearest_index)
 from fusion_nodes.model.metrics import confusion, mean_iou, rmse
 
 
@@ -45,7 +45,7 @@ def load_bag_truth(bag: Path, grid: BevGrid = BevGrid()) -> BagTruth:
     failure_times: list[int] = []
     flag_rows: list[np.ndarray] = []
     ego_times: list[int] = []
-    ego_rows: list[tuple[float, float, float]] = []
+    ego_rows: list[np.ndarray] = []
     camera_topic = None
     with AnyReader([Path(bag)], default_typestore=get_typestore(Stores.ROS2_KILTED)) as reader:
         wanted = [c for c in reader.connections
@@ -70,9 +70,8 @@ def load_bag_truth(bag: Path, grid: BevGrid = BevGrid()) -> BagTruth:
                 failure_times.append(conversions.stamp_to_ns(msg.header.stamp))
                 flag_rows.append(failure_flags(msg))
             elif topic == GT_EGO_TOPIC:
-                twist = msg.twist.twist
                 ego_times.append(conversions.stamp_to_ns(msg.header.stamp))
-                ego_rows.append((twist.linear.x, twist.linear.y, twist.angular.z))
+                ego_rows.append(conversions.planar_twist(msg))
     if camera_topic is None:
         raise ValueError(f'{bag} has no camera frames on {CAMERA_TOPICS}')
     if not bev_by_capture or not failure_times:
@@ -94,10 +93,7 @@ def load_bag_truth(bag: Path, grid: BevGrid = BevGrid()) -> BagTruth:
         k = int(np.searchsorted(times, capture, side='right')) - 1
         failed[stamp] = flags[max(k, 0)]
         if ego_stamps.size:
-            j = int(np.searchsorted(ego_stamps, capture))
-            nearest = min((i for i in (j - 1, j) if 0 <= i < ego_stamps.size),
-                          key=lambda i: abs(int(ego_stamps[i]) - capture))
-            ego[stamp] = ego_values[nearest]
+            ego[stamp] = ego_values[nearest_index(ego_stamps, capture)]
     return BagTruth(tuple(stamps), bev, failed, ego)
 
 

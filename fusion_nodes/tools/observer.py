@@ -122,9 +122,7 @@ class FusionObserver(Node):
             conversions.image_to_numpy(msg))
 
     def _on_ego(self, msg: Odometry) -> None:
-        twist = msg.twist.twist
-        self.ego[conversions.stamp_to_ns(msg.header.stamp)] = np.array(
-            [twist.linear.x, twist.linear.y, twist.angular.z])
+        self.ego[conversions.stamp_to_ns(msg.header.stamp)] = conversions.planar_twist(msg)
 
     def _on_overlay(self, msg: Image) -> None:
         stamp = conversions.stamp_to_ns(msg.header.stamp)
