@@ -67,6 +67,46 @@ def test_odometry_spread_widens_its_variance():
     assert estimate.variance[1] == pytest.approx(0.3 ** 2)
 
 
+def _step(speed: float, lateral: float = 0.0) -> ScanMotion:
+    """A good registration over half a second of a vehicle at (speed, lateral) m/s."""
+    return ScanMotion(0.0, (-speed / 2.0, -lateral / 2.0), 0.6, False)
+
+
+def test_odometry_withholds_a_velocity_no_vehicle_reaches():
+    odometry = LidarOdometry()
+    for k in range(3):
+        estimate = odometry.update(k * NS // 10, _step(8.0), NS // 2)
+    assert estimate.valid and estimate.velocity[0] == pytest.approx(8.0)
+    # Two confident wrong matches in a row (20 m/s sideways, as on the demo's light lidar):
+    # the first is outvoted by the median of three, the second carries it; then the last
+    # plausible estimate is given instead, its variance widened, and the miss counted.
+    first, second = (odometry.update((3 + k) * NS // 10, _step(8.0, lateral=20.0), NS // 2)
+                     for k in range(2))
+    assert first.valid and first.velocity == pytest.approx([8.0, 0.0, 0.0])
+    assert odometry.implausible == 1
+    assert second.valid and second.velocity == pytest.approx([8.0, 0.0, 0.0])
+    assert np.all(second.variance > first.variance)
+    # Good matches again: once they outvote the wrong ones, the median is given again.
+    estimates = [odometry.update(k * NS // 10, _step(8.0), NS // 2) for k in range(5, 8)]
+    assert odometry.implausible == 2  # the first of them still had two wrong steps of three
+    assert estimates[-1].velocity == pytest.approx([8.0, 0.0, 0.0])
+    assert estimates[-1].variance == pytest.approx(np.square(LidarOdometryConfig().floor_sigma))
+
+
+def test_odometry_follows_hard_braking_and_restarts_after_max_age():
+    odometry = LidarOdometry()
+    speeds = [max(0.0, 10.0 - 8.0 * k / 10) for k in range(16)]  # 8 m/s^2 to a stop
+    given = [odometry.update(k * NS // 10, _step(v), NS // 2) for k, v in enumerate(speeds)]
+    assert all(e.valid for e in given[1:])
+    assert odometry.implausible == 0
+    assert given[-1].velocity[0] == pytest.approx(0.0)
+    # After max_age_ns with nothing given, the next estimate stands on its own.
+    late = 16 * NS // 10 + LidarOdometryConfig().max_age_ns + 1
+    odometry.update(late, _step(15.0), NS // 2)
+    estimate = odometry.update(late + NS // 10, _step(15.0), NS // 2)
+    assert estimate.valid and estimate.velocity[0] == pytest.approx(15.0)
+
+
 def test_inverse_variance_fusion_weighs_and_falls_back():
     velocity, variance = fuse_inverse_variance(
         np.array([10.0, 0.0, np.nan]), np.array([4.0, 1.0, 1.0]),
@@ -88,3 +128,7 @@ def test_config_validation():
         LidarOdometryConfig(floor_sigma=(0.3, 0.0, 0.1))
     with pytest.raises(ValueError, match='max_age_ns'):
         LidarOdometryConfig(max_age_ns=0)
+    with pytest.raises(ValueError, match='max_accel'):
+        LidarOdometryConfig(max_yaw_accel=0.0)
+    with pytest.raises(ValueError, match='change_slack'):
+        LidarOdometryConfig(change_slack=(1.0, -1.0, 0.1))

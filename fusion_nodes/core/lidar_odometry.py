@@ -13,6 +13,16 @@ search edge are skipped, the estimate is the median of the last few kept steps w
 max_age_ns, and its variance the larger of a floor and the steps' spread (MAD). The estimate
 lags the truth by half the registration span (a quarter second), like any finite difference.
 
+Even a good peak is now and then a confident wrong match (20 m/s sideways with the floor
+variance, on the demo's light lidar), and two of them carry the median. A vehicle cannot
+change its velocity faster than it brakes, so an estimate further from the last one given
+than max_accel (max_yaw_accel) allows over the time between, plus change_slack, is not
+given (counted in implausible): the last one given is, its variance widened by the change
+max_accel allows since, taken as three sigma. Nothing given for max_age_ns, the next
+estimate is taken as it comes. The slack is for gross errors only: the lateral shift comes
+in whole cells, 1 m/s quanta (0.5 m over half a second), so honest estimates jump by 2-3 m/s
+between sweeps, and holding those back made the joined ego worse (README).
+
 fuse_inverse_variance weighs two estimates of the same quantities by their variances;
 join_ego is how fusion_node and fusion-eval join this one with the network's ego (its
 predicted log variance).
@@ -40,6 +50,9 @@ class LidarOdometryConfig:
     min_steps: int = 2
     max_age_ns: int = 1_000_000_000
     floor_sigma: tuple[float, float, float] = (0.3, 0.3, 0.03)
+    max_accel: float = 8.0  # m/s^2: hard braking
+    max_yaw_accel: float = 1.0  # rad/s^2
+    change_slack: tuple[float, float, float] = (3.0, 3.0, 0.3)
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_steps <= self.window_steps:
@@ -48,6 +61,10 @@ class LidarOdometryConfig:
             raise ValueError('max_age_ns must be positive and min_peak in [0, 1]')
         if len(self.floor_sigma) != 3 or min(self.floor_sigma) <= 0.0:
             raise ValueError('floor_sigma needs three positive values (vx, vy, yaw rate)')
+        if self.max_accel <= 0.0 or self.max_yaw_accel <= 0.0:
+            raise ValueError('max_accel and max_yaw_accel must be positive')
+        if len(self.change_slack) != 3 or min(self.change_slack) < 0.0:
+            raise ValueError('change_slack needs three values >= 0 (vx, vy, yaw rate)')
 
 
 @dataclass(frozen=True)
@@ -68,10 +85,16 @@ class LidarOdometry:
     def __init__(self, cfg: LidarOdometryConfig = LidarOdometryConfig()) -> None:
         self._cfg = cfg
         self._floor = np.square(np.asarray(cfg.floor_sigma, dtype=np.float64))
+        self._max_change_rate = np.array([cfg.max_accel, cfg.max_accel, cfg.max_yaw_accel])
+        self._slack = np.asarray(cfg.change_slack, dtype=np.float64)
         self._steps: deque[tuple[int, np.ndarray]] = deque(maxlen=cfg.window_steps)
+        self._given: OdometryEstimate | None = None  # the last plausible estimate given
+        self._given_stamp = 0
+        self.implausible = 0
 
     def reset(self) -> None:
         self._steps.clear()
+        self._given = None
 
     def update(self, stamp_ns: int, motion: ScanMotion | None, span_ns: int
                ) -> OdometryEstimate:
@@ -85,9 +108,27 @@ class LidarOdometry:
             self._steps.append((int(stamp_ns), np.array([
                 -motion.shift_m[0] / span_s, -motion.shift_m[1] / span_s,
                 math.radians(motion.yaw_deg) / span_s])))
-        return self.estimate(stamp_ns)
+        estimate = self.estimate(stamp_ns)
+        if not estimate.valid:
+            return estimate
+        stamp = int(stamp_ns)
+        elapsed = stamp - self._given_stamp
+        if self._given is None or not 0 <= elapsed <= self._cfg.max_age_ns:
+            self._given, self._given_stamp = estimate, stamp
+            return estimate
+        allowance = self._max_change_rate * (elapsed / NS_PER_S) + self._slack
+        if np.all(np.abs(estimate.velocity - self._given.velocity) <= allowance):
+            self._given, self._given_stamp = estimate, stamp
+            return estimate
+        self.implausible += 1
+        # The vehicle has done at most what the limits allow since the last plausible one.
+        drift = self._max_change_rate * (elapsed / NS_PER_S) / 3.0
+        return OdometryEstimate(self._given.velocity.copy(),
+                                self._given.variance + np.square(drift))
 
     def estimate(self, stamp_ns: int) -> OdometryEstimate:
+        """The median of the recent kept steps at stamp_ns, before update's plausibility
+        check; it changes nothing."""
         recent = [v for stamp, v in self._steps if 0 <= stamp_ns - stamp <= self._cfg.max_age_ns]
         if len(recent) < self._cfg.min_steps:
             return OdometryEstimate()

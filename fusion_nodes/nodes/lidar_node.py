@@ -66,17 +66,21 @@ class LidarNode(SensorNode):
         extra = {}
         if self.mount_monitor is not None:
             stamp_ns = conversions.stamp_to_ns(msg.header.stamp)
-            # A frozen or empty scan would only feed the check a wrong match.
+            # A frozen or empty scan would only feed the check a wrong match, and the
+            # odometry the last registration once more (fusion-eval's replay skips it too).
+            scan_usable = level < ERROR
             mount = (self.mount_monitor.update(stamp_ns, bev[0])
-                     if level < ERROR else self.mount_monitor.state())
+                     if scan_usable else self.mount_monitor.state())
             level, message = assess_lidar_mount(mount, level, message)
             extra.update({'mount.heading_deg': mount.heading_deg,
                           'mount.cusum_deg': mount.cusum_deg, 'mount.steps': mount.steps,
                           'mount.travel_heading_deg': mount.travel_heading_deg,
                           'mount.jumps': mount.jumps})
-            odometry = self.odometry.update(stamp_ns, mount.motion, mount.motion_span_ns)
+            odometry = (self.odometry.update(stamp_ns, mount.motion, mount.motion_span_ns)
+                        if scan_usable else OdometryEstimate())
             # A scan in ERROR moves no one: its odometry would be the fusion's to drop anyway.
             extra.update(odometry_values(odometry if level < ERROR else OdometryEstimate()))
+            extra['odometry.implausible'] = self.odometry.implausible
         if level >= ERROR:
             # A frozen sweep shows a stop, a turned one a wrong shift: no signature from them.
             self.displacement.reset()
