@@ -91,6 +91,10 @@ def test_odometry_withholds_a_velocity_no_vehicle_reaches():
     assert odometry.implausible == 2  # the first of them still had two wrong steps of three
     assert estimates[-1].velocity == pytest.approx([8.0, 0.0, 0.0])
     assert estimates[-1].variance == pytest.approx(np.square(LidarOdometryConfig().floor_sigma))
+    # A whole-cell jump of the lateral shift (2 m/s) is honest registration noise: given.
+    for k in range(8, 10):
+        estimate = odometry.update(k * NS // 10, _step(8.0, lateral=2.0), NS // 2)
+    assert estimate.velocity[1] == pytest.approx(2.0) and odometry.implausible == 2
 
 
 def test_odometry_follows_hard_braking_and_restarts_after_max_age():

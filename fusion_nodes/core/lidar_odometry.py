@@ -122,9 +122,9 @@ class LidarOdometry:
             return estimate
         self.implausible += 1
         # The vehicle has done at most what the limits allow since the last plausible one.
-        drift = self._max_change_rate * (elapsed / NS_PER_S) / 3.0
+        possible_change = self._max_change_rate * (elapsed / NS_PER_S) / 3.0
         return OdometryEstimate(self._given.velocity.copy(),
-                                self._given.variance + np.square(drift))
+                                self._given.variance + np.square(possible_change))
 
     def estimate(self, stamp_ns: int) -> OdometryEstimate:
         """The median of the recent kept steps at stamp_ns, before update's plausibility
