@@ -66,8 +66,9 @@ class LidarNode(SensorNode):
         extra = {}
         if self.mount_monitor is not None:
             stamp_ns = conversions.stamp_to_ns(msg.header.stamp)
-            # A frozen or empty scan would only feed the check a wrong match, and the
-            # odometry the last registration once more (fusion-eval's replay skips it too).
+            # A frozen or empty scan would only feed the check a wrong match. The odometry
+            # skips it too, as fusion-eval's replay does: its plausibility check would take
+            # an estimate nobody receives as the last one given.
             scan_usable = level < ERROR
             mount = (self.mount_monitor.update(stamp_ns, bev[0])
                      if scan_usable else self.mount_monitor.state())
