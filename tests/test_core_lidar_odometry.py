@@ -58,7 +58,8 @@ def test_odometry_skips_poor_matches_and_ages_out():
 
 
 def test_odometry_spread_widens_its_variance():
-    odometry = LidarOdometry()
+    # The median's own variance: the speed filter would give vx its variance instead.
+    odometry = LidarOdometry(LidarOdometryConfig(speed_filter=None))
     for k, shift in enumerate((-4.0, -5.0, -3.0)):
         estimate = odometry.update(k * NS // 10, ScanMotion(0.0, (shift, 0.0), 0.6, False),
                                    NS // 2)
@@ -90,7 +91,9 @@ def test_odometry_withholds_a_velocity_no_vehicle_reaches():
     estimates = [odometry.update(k * NS // 10, _step(8.0), NS // 2) for k in range(5, 8)]
     assert odometry.implausible == 2  # the first of them still had two wrong steps of three
     assert estimates[-1].velocity == pytest.approx([8.0, 0.0, 0.0])
-    assert estimates[-1].variance == pytest.approx(np.square(LidarOdometryConfig().floor_sigma))
+    assert estimates[-1].variance[1:] == pytest.approx(
+        np.square(LidarOdometryConfig().floor_sigma[1:]))
+    assert 0.0 < estimates[-1].variance[0] < 1.0  # the speed filter's
     # A whole-cell jump of the lateral shift (2 m/s) is honest registration noise: given.
     for k in range(8, 10):
         estimate = odometry.update(k * NS // 10, _step(8.0, lateral=2.0), NS // 2)
@@ -103,12 +106,52 @@ def test_odometry_follows_hard_braking_and_restarts_after_max_age():
     given = [odometry.update(k * NS // 10, _step(v), NS // 2) for k, v in enumerate(speeds)]
     assert all(e.valid for e in given[1:])
     assert odometry.implausible == 0
-    assert given[-1].velocity[0] == pytest.approx(0.0)
+    # The speed filter overshoots the stop's infinite jerk a little, and settles.
+    assert given[-1].velocity[0] == pytest.approx(0.0, abs=0.3)
     # After max_age_ns with nothing given, the next estimate stands on its own.
     late = 16 * NS // 10 + LidarOdometryConfig().max_age_ns + 1
     odometry.update(late, _step(15.0), NS // 2)
     estimate = odometry.update(late + NS // 10, _step(15.0), NS // 2)
     assert estimate.valid and estimate.velocity[0] == pytest.approx(15.0)
+
+
+def _mean_speed_step(speed_at, t: float, span: float = 0.5) -> ScanMotion:
+    """A good registration over the span ending at t of a vehicle at speed_at(t)."""
+    mean = float(np.mean([speed_at(t - span * f) for f in np.linspace(0.0, 1.0, 51)]))
+    return _step(mean)
+
+
+def test_odometry_speed_has_no_lag_under_braking():
+    def speed_at(t):
+        return max(0.0, 14.0 - 2.0 * t)  # the generator's 2 m/s^2
+    errors = {}
+    for name, cfg in (('filter', LidarOdometryConfig()),
+                      ('median', LidarOdometryConfig(speed_filter=None))):
+        odometry = LidarOdometry(cfg)
+        given = [odometry.update(k * NS // 10, _mean_speed_step(speed_at, k / 10), NS // 2)
+                 for k in range(5, 40)]
+        errors[name] = [e.velocity[0] - speed_at(k / 10) for k, e in zip(range(5, 40), given)]
+    # The median of half-second means lags: about 0.35 s of braking, 0.7 m/s too fast.
+    assert np.mean(errors['median'][15:]) == pytest.approx(0.7, abs=0.15)
+    assert max(abs(e) for e in errors['filter'][15:]) < 0.15
+
+
+def test_odometry_speed_filter_rejects_a_wrong_match_and_is_anchored_to_the_median():
+    odometry = LidarOdometry()
+    for k in range(10):
+        odometry.update(k * NS // 10, _step(8.0), NS // 2)
+    # One confident wrong match (12 m/s backwards, as seen on a nominal recording): the
+    # filter does not take it and the median outvotes it.
+    estimate = odometry.update(10 * NS // 10, _step(-12.0), NS // 2)
+    assert odometry.speed_rejected == 1
+    assert estimate.velocity[0] == pytest.approx(8.0)
+    # A run of steps the filter will not take, plausible to the median (a whole-cell jump
+    # of 3.5 m/s): once the median has moved further than speed_anchor, the filter starts
+    # again there instead of rejecting on.
+    given = [odometry.update(k * NS // 10, _step(11.5), NS // 2) for k in range(11, 14)]
+    assert odometry.speed_rejected >= 2
+    assert given[-1].velocity[0] == pytest.approx(11.5, abs=0.05)
+    assert odometry.implausible == 0
 
 
 def test_inverse_variance_fusion_weighs_and_falls_back():
@@ -136,3 +179,5 @@ def test_config_validation():
         LidarOdometryConfig(max_yaw_accel=0.0)
     with pytest.raises(ValueError, match='change_slack'):
         LidarOdometryConfig(change_slack=(1.0, -1.0, 0.1))
+    with pytest.raises(ValueError, match='speed_anchor'):
+        LidarOdometryConfig(speed_anchor=0.0)

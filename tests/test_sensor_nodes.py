@@ -283,6 +283,7 @@ def test_lidar_node_warns_on_the_sweep_its_mount_is_knocked(rclpy_session):
     assert extra['odometry.vx'] == pytest.approx(8.0, abs=0.5)
     assert extra['odometry.var_vx'] > 0.0
     assert extra['odometry.implausible'] == 0  # steady driving: nothing held back
+    assert extra['odometry.speed_rejected'] == 0
     _, _, values = parse_health_msg(make_health_msg(Header(), 'lidar', level, message, extra))
     read_back = odometry_from_values(values)
     assert read_back.valid and read_back.velocity[0] == pytest.approx(extra['odometry.vx'])

@@ -82,6 +82,7 @@ class LidarNode(SensorNode):
             # A scan in ERROR moves no one: its odometry would be the fusion's to drop anyway.
             extra.update(odometry_values(odometry if level < ERROR else OdometryEstimate()))
             extra['odometry.implausible'] = self.odometry.implausible
+            extra['odometry.speed_rejected'] = self.odometry.speed_rejected
         if level >= ERROR:
             # A frozen sweep shows a stop, a turned one a wrong shift: no signature from them.
             self.displacement.reset()
