@@ -79,6 +79,19 @@ def test_markdown_names_the_held_out_scenarios():
         'camera_blackout.' in table
 
 
+def test_markdown_pools_the_ego_calibration_by_frames():
+    results = _results(0.52, 0.45, 0.05)
+    results['nominal']['ego_calibration'] = {
+        'within_1_sigma': [0.5, 0.7, 0.7], 'within_2_sigma': [0.9, 0.9, 0.9],
+        'mean_z2': [2.0, 1.0, 1.0], 'frames': 300}
+    results['camera_blackout']['ego_calibration'] = {
+        'within_1_sigma': [0.9, 0.7, 0.7], 'within_2_sigma': [1.0, 0.9, 0.9],
+        'mean_z2': [1.0, 1.0, 1.0], 'frames': 100}
+    table = markdown(results, acceptance(results))
+    assert '| nominal | 0.50 / 0.90, 2.00 | 0.70 / 0.90, 1.00 |' in table
+    assert '| pooled | 0.60 / 0.93, 1.75 |' in table
+
+
 def test_trained_ungated_and_opened_gates_are_judged_apart():
     # The separately trained baseline copes with the blackout; the same weights without their
     # gates do not.

@@ -3,11 +3,12 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from fusion_nodes.model.losses import class_weights, gaussian_nll
 from fusion_nodes.model.metrics import (
-    confusion, gate_means, iou_per_class, mean_iou, object_hits, rmse)
+    confusion, ego_calibration, gate_means, iou_per_class, mean_iou, object_hits, rmse)
 
 
 def test_confusion_and_iou_by_hand():
@@ -53,6 +54,24 @@ def test_rmse_and_gate_means():
     assert math.isclose(stats['camera']['failed'], 0.1)
     assert math.isclose(stats['lidar']['healthy'], 0.85)
     assert stats['gps']['healthy_frames'] == 2 and math.isnan(stats['gps']['failed'])
+
+
+def test_ego_calibration_tells_honest_from_overconfident_variance():
+    rng = np.random.default_rng(5)
+    sigma = np.array([0.5, 0.1, 0.05])
+    truth = rng.normal(0.0, 3.0, (20000, 3))
+    pred = truth + rng.normal(0.0, 1.0, truth.shape) * sigma
+    honest = ego_calibration(pred, np.log(np.square(sigma)) * np.ones_like(pred), truth)
+    assert honest['within_1_sigma'] == pytest.approx([0.683] * 3, abs=0.01)
+    assert honest['within_2_sigma'] == pytest.approx([0.954] * 3, abs=0.01)
+    assert honest['mean_z2'] == pytest.approx([1.0] * 3, abs=0.04)
+    # Stating half the sigma: a quarter of the variance, four times the mean z^2.
+    bold = ego_calibration(pred, np.log(np.square(sigma / 2)) * np.ones_like(pred), truth)
+    assert bold['within_2_sigma'] == pytest.approx([0.683] * 3, abs=0.01)
+    assert bold['mean_z2'] == pytest.approx([4.0] * 3, abs=0.15)
+    # A frame without an estimate is left out, not counted as a miss.
+    pred[0, 0] = np.nan
+    assert ego_calibration(pred, np.zeros_like(pred), truth)['frames'] == len(pred) - 1
 
 
 def test_gaussian_nll_matches_the_density():

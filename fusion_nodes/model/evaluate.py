@@ -25,11 +25,13 @@ import numpy as np
 import torch
 
 from fusion_nodes.core.config import NS_PER_S, SEMANTIC_CLASSES, SENSORS
+from fusion_nodes.core.lidar_odometry import ODOMETRY_FIELDS
 from fusion_nodes.core.yaw_blame import YawBlameConfig
 from fusion_nodes.model import dataset
 from fusion_nodes.model.export import json_finite, load_trained_model
 from fusion_nodes.model.features import camera_preprocess_config
-from fusion_nodes.model.metrics import confusion, gate_means, mean_iou, object_hits, rmse
+from fusion_nodes.model.metrics import (
+    confusion, ego_calibration, gate_means, mean_iou, object_hits, rmse)
 from fusion_nodes.model.network import GatedFusionNet
 from fusion_nodes.model.predict import (
     camera_mount_errors, lidar_mount_replay, LidarReplay, predict, with_lidar_odometry,
@@ -141,6 +143,8 @@ def evaluate_scenario(gated: GatedFusionNet, ungated: GatedFusionNet,
         'failed_fraction': {s: float(samples['failed'][:, k].mean())
                             for k, s in enumerate(SENSORS)},
         'methods': {m: _scores(*runs[m], samples) for m in METHODS},
+        'ego_calibration': ego_calibration(product['ego'], product['ego_log_variance'],
+                                           samples['ego']),
         'methods_in_failure': failure_scores,
         'gates': gate_means(product['gates'], samples['failed'], samples['available'],
                             SENSORS),
@@ -280,7 +284,8 @@ def _method_table(results: dict[str, dict], key: str) -> list[str]:
 
 
 def markdown(results: dict[str, dict], checks: dict) -> str:
-    """The results tables (all frames; failure windows only), gate table, acceptance."""
+    """The results tables (all frames; failure windows only), gate table, ego calibration,
+    acceptance."""
     lines = ['All frames:', ''] + _method_table(results, 'methods')
     lines += ['', 'Only frames inside a failure window:', '']
     lines += _method_table(results, 'methods_in_failure')
@@ -294,6 +299,7 @@ def markdown(results: dict[str, dict], checks: dict) -> str:
         g = result['gates']
         lines.append(f'| {name} | ' + ' | '.join(
             f"{fmt(g[s]['healthy'])} / {fmt(g[s]['failed'])}" for s in SENSORS) + ' |')
+    lines += _ego_calibration_table(results)
     held_out = [name for name, result in results.items() if result.get('held_out')]
     if held_out:
         lines += ['', 'Held out of training (a failure kind no training scenario contains): '
@@ -302,6 +308,27 @@ def markdown(results: dict[str, dict], checks: dict) -> str:
     for check, value in checks.items():
         lines.append(f"- {check}: {'PASS' if value['pass'] else 'MISS'}")
     return '\n'.join(lines) + '\n'
+
+
+def _ego_calibration_table(results: dict[str, dict]) -> list[str]:
+    """The gated ego's errors against its published variance, per scenario and pooled."""
+    rows = [(name, r['ego_calibration']) for name, r in results.items()
+            if r.get('ego_calibration', {}).get('frames')]
+    if not rows:
+        return []
+    frames = np.array([c['frames'] for _, c in rows], dtype=np.float64)
+    pooled = {key: (np.array([c[key] for _, c in rows]) * frames[:, None]).sum(0) / frames.sum()
+              for key in ('within_1_sigma', 'within_2_sigma', 'mean_z2')}
+    lines = ['', 'Gated ego against its published variance (honest and Gaussian: 0.68 / 0.95 '
+             'within 1 / 2 sigma, mean z^2 1):', '',
+             '| scenario | ' + ' | '.join(f'{c} within 1 / 2 sigma, mean z^2'
+                                          for c in ODOMETRY_FIELDS) + ' |',
+             '|---|' + '---|' * len(ODOMETRY_FIELDS)]
+    for name, c in rows + [('pooled', pooled)]:
+        lines.append(f'| {name} | ' + ' | '.join(
+            f"{c['within_1_sigma'][k]:.2f} / {c['within_2_sigma'][k]:.2f}, {c['mean_z2'][k]:.2f}"
+            for k in range(len(ODOMETRY_FIELDS))) + ' |')
+    return lines
 
 
 def plot_timelines(results: dict[str, dict], path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Evaluation metrics: BEV mIoU, per-object class accuracy, ego RMSE, gate statistics."""
+"""Evaluation metrics: BEV mIoU, per-object class accuracy, ego RMSE and how honest its
+variance is, gate statistics."""
 
 import cv2
 import numpy as np
@@ -44,6 +45,25 @@ def object_hits(pred: np.ndarray, truth: np.ndarray) -> tuple[int, int]:
 def rmse(pred: np.ndarray, truth: np.ndarray) -> float:
     """Root mean square error over every element (vx, vy, yaw rate pooled)."""
     return float(np.sqrt(np.mean((np.asarray(pred) - np.asarray(truth)) ** 2)))
+
+
+def ego_calibration(pred: np.ndarray, log_variance: np.ndarray,
+                    truth: np.ndarray) -> dict[str, list[float] | int]:
+    """How far the stated ego variance covers the error, per component (vx, vy, yaw rate):
+    the fraction of errors within one and two stated sigmas (0.68 and 0.95 when honest and
+    Gaussian) and the mean squared error in variances (1 when honest). Frames with a
+    non-finite value are left out and counted in 'frames'."""
+    error = np.asarray(pred, dtype=np.float64) - np.asarray(truth, dtype=np.float64)
+    variance = np.exp(np.clip(np.asarray(log_variance, dtype=np.float64), -20.0, 20.0))
+    z2 = np.square(error) / variance
+    usable = np.all(np.isfinite(z2), axis=1)
+    z2 = z2[usable]
+    if not usable.any():
+        nan = [float('nan')] * error.shape[1]
+        return {'within_1_sigma': nan, 'within_2_sigma': nan, 'mean_z2': nan, 'frames': 0}
+    return {'within_1_sigma': (z2 <= 1.0).mean(axis=0).tolist(),
+            'within_2_sigma': (z2 <= 4.0).mean(axis=0).tolist(),
+            'mean_z2': z2.mean(axis=0).tolist(), 'frames': int(usable.sum())}
 
 
 def gate_means(gates: np.ndarray, failed: np.ndarray, available: np.ndarray,
