@@ -106,7 +106,7 @@ def test_odometry_follows_hard_braking_and_restarts_after_max_age():
     given = [odometry.update(k * NS // 10, _step(v), NS // 2) for k, v in enumerate(speeds)]
     assert all(e.valid for e in given[1:])
     assert odometry.implausible == 0
-    # The speed filter overshoots the stop's infinite jerk a little, and settles.
+    # The speed filter needs a few sweeps to follow the braking's abrupt end at the stop.
     assert given[-1].velocity[0] == pytest.approx(0.0, abs=0.3)
     # After max_age_ns with nothing given, the next estimate stands on its own.
     late = 16 * NS // 10 + LidarOdometryConfig().max_age_ns + 1

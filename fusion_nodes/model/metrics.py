@@ -51,8 +51,8 @@ def ego_calibration(pred: np.ndarray, log_variance: np.ndarray,
                     truth: np.ndarray) -> dict[str, list[float] | int]:
     """How far the stated ego variance covers the error, per component (vx, vy, yaw rate):
     the fraction of errors within one and two stated sigmas (0.68 and 0.95 when honest and
-    Gaussian) and the mean squared error in variances (1 when honest). Frames with a
-    non-finite value are left out and counted in 'frames'."""
+    Gaussian) and the mean squared error in variances (1 when honest), over the frames
+    whose values are all finite ('frames' counts them)."""
     error = np.asarray(pred, dtype=np.float64) - np.asarray(truth, dtype=np.float64)
     variance = np.exp(np.clip(np.asarray(log_variance, dtype=np.float64), -20.0, 20.0))
     z2 = np.square(error) / variance
