@@ -24,8 +24,9 @@ from fusion_nodes.core.postprocess import CLASS_COLOURS
 _RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 _DIAGNOSTIC_LEVELS = ('OK', 'WARN', 'ERROR', 'STALE')
 # Diagnostic values the report prints, so a lost frame can be traced to the node that lost it.
-_COUNTERS = ('received', 'processed', 'rejected', 'published', 'fallback_frames', 'matched',
-             'missing', 'invalid', 'unpaired', 'gate', 'offset_ms')
+_COUNTERS = ('received', 'processed', 'rejected', 'published', 'fallback_frames',
+             'lidar_motion_compensated', 'lidar_not_compensated', 'matched', 'missing',
+             'invalid', 'unpaired', 'gate', 'offset_ms')
 
 
 @dataclass
