@@ -62,6 +62,31 @@ def test_velocity_converges_and_origin_is_param_or_first_fix():
     np.testing.assert_allclose(first.position_enu, 0.0, atol=1e-6)
 
 
+def test_velocity_covariance_admits_the_lag_behind_an_acceleration():
+    frame = EnuFrame(*ORIGIN)
+    cfg = GpsTrackerConfig(origin=ORIGIN)
+    plain = GpsTrackerConfig(origin=ORIGIN, velocity_lag_s=0.0, velocity_floor_sigma=0.0)
+    for accel, check in ((0.0, 'steady'), (2.0, 'braking')):
+        samples = {}
+        for name, config in (('shipped', cfg), ('plain', plain)):
+            tracker = GpsTracker(config)
+            for k in range(60):
+                t = k * 0.1
+                east = 12.0 * t - 0.5 * accel * t * t  # braking at accel from 12 m/s
+                sample = tracker.update(Fix(k * 100_000_000, *frame.to_geodetic([east, 0, 0])))
+            samples[name] = sample
+        lag_error = samples['plain'].velocity_enu[0] - (12.0 - accel * 5.9)
+        added = (samples['shipped'].velocity_covariance - samples['plain'].velocity_covariance)
+        if check == 'steady':
+            # Nothing to lag behind: only the floor is added.
+            np.testing.assert_allclose(added, np.eye(2) * 0.3 ** 2, atol=1e-6)
+        else:
+            # The filter is behind the braking, and the added east variance covers that.
+            assert lag_error > 0.5
+            assert added[0, 0] > 0.7 * lag_error ** 2
+            assert samples['shipped'].features == pytest.approx(samples['plain'].features)
+
+
 def test_multipath_jump_is_flagged_and_not_followed():
     samples = _drive(GpsTracker(GpsTrackerConfig(origin=ORIGIN)), (5.0, 0.0), 60, jump_at=40)
     assert samples[40].jump and samples[40].health[2] == 1.0
@@ -93,12 +118,15 @@ def test_config_from_params_and_bad_hold():
     params = {'origin_from_first_fix': False, 'origin_latitude': ORIGIN[0],
               'origin_longitude': ORIGIN[1], 'origin_altitude': ORIGIN[2],
               'default_sigma_m': 4.0, 'jump_gate_chi2': 9.0, 'stale_after_s': 1.0,
-              'jump_hold_s': 2.0}
+              'jump_hold_s': 2.0, 'velocity_lag_s': 0.5, 'velocity_floor_sigma': 0.2}
     cfg = GpsTrackerConfig.from_params(params)
     assert cfg.origin == ORIGIN and cfg.jump_gate_chi2 == 9.0 and cfg.jump_hold_s == 2.0
+    assert cfg.velocity_lag_s == 0.5 and cfg.velocity_floor_sigma == 0.2
     assert GpsTrackerConfig.from_params({**params, 'origin_from_first_fix': True}).origin is None
     with pytest.raises(ValueError, match='jump_hold_s'):
         GpsTrackerConfig(jump_hold_s=0.0)
+    with pytest.raises(ValueError, match='velocity_lag_s'):
+        GpsTrackerConfig(velocity_floor_sigma=-0.1)
 
 
 def test_no_fix_and_outage_age():

@@ -175,6 +175,7 @@ def test_feature_cache_key_follows_sensor_params_and_pairing_only(monkeypatch):
     monkeypatch.setitem(FUSION_PARAMS, 'poll_period_ms', 1.0)
     # Nor does a sensor-node setting that only sets a level (the lidar mount check).
     monkeypatch.setitem(dataset.LIDAR_PARAMS, 'mount_check', False)
+    monkeypatch.setitem(dataset.GPS_PARAMS, 'velocity_lag_s', 0.0)
     assert spec.features_key() == key
 
 

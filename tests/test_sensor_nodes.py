@@ -319,6 +319,9 @@ def test_gps_node_publishes_enu_odometry_and_flags_no_fix(graph):
     position = (last.pose.pose.position.x, last.pose.pose.position.y)
     assert position == pytest.approx((8, 4), abs=1e-3)
     assert last.header.frame_id == 'map' and last.header.stamp.sec == 4
+    # The twist covariance holds at least the velocity floor (config/fusion.yaml: 0.3 m/s).
+    twist_cov = np.reshape(last.twist.covariance, (6, 6))
+    assert twist_cov[0, 0] >= 0.3 ** 2 and twist_cov[1, 1] >= 0.3 ** 2
     _, level, values = parse_health_msg(health.messages[-1])
     assert values['health.fix_valid'] == 0.0 and level == 2
     assert gps.rejections.total == 0

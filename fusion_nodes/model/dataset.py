@@ -23,8 +23,9 @@ from fusion_nodes.nodes.params import CAMERA_PARAMS, GPS_PARAMS, LIDAR_PARAMS
 # 2: the GPS track restarts after an outage at the mean velocity across it, not at 0.
 # 3: exact failure labels (truth at every window edge; clean multipath slots are healthy).
 PIPELINE_VERSION = 3
-# Sensor-node params that set only a diagnostic level, never the cached features or health.
-LEVEL_ONLY_PARAMS = frozenset({'mount_check'})
+# Sensor-node params that never reach the cached features or health: a diagnostic level, a
+# published covariance.
+OUTSIDE_FEATURES_PARAMS = frozenset({'mount_check', 'velocity_lag_s', 'velocity_floor_sigma'})
 SPLITS = ('train', 'test')
 
 
@@ -52,7 +53,7 @@ class DataSpec:
             'version': PIPELINE_VERSION,
             # fusion_node's params reach the features only through the pairing (its staleness),
             # so its runtime settings (waits, timers, outputs) never invalidate a cache.
-            'params': [{k: v for k, v in params.items() if k not in LEVEL_ONLY_PARAMS}
+            'params': [{k: v for k, v in params.items() if k not in OUTSIDE_FEATURES_PARAMS}
                        for params in (CAMERA_PARAMS, LIDAR_PARAMS, GPS_PARAMS)],
             'pairing': asdict(self.pairing),
             'duration_s': self.duration_s,

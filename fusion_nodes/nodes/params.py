@@ -61,6 +61,8 @@ GPS_PARAMS = {
     'jump_gate_chi2': 13.8,
     'jump_hold_s': 2.0,
     'stale_after_s': 2.0,
+    'velocity_lag_s': 0.8,
+    'velocity_floor_sigma': 0.3,
     'odom_frame': 'map',
 }
 
