@@ -319,6 +319,15 @@ def planar_twist(msg) -> np.ndarray:
     return np.array([twist.linear.x, twist.linear.y, twist.angular.z], dtype=np.float64)
 
 
+def planar_twist_variance(msg) -> np.ndarray:
+    """Variances of an Odometry's (vx, vy, yaw rate), the diagonal of its twist covariance,
+    float64 (3,)."""
+    covariance = np.asarray(_get(msg, 'twist').covariance, dtype=np.float64)
+    if covariance.size != 36:
+        raise ValueError(f'twist covariance must hold 36 values, got {covariance.size}')
+    return covariance.reshape(6, 6)[[0, 1, 5], [0, 1, 5]].copy()
+
+
 def occupancy_grid_to_numpy(msg) -> np.ndarray:
     """(cells along x, cells along y) int8 view of an OccupancyGrid: occupancy_grid's inverse."""
     info = _get(msg, 'info')

@@ -5,7 +5,7 @@ import struct
 from types import SimpleNamespace
 
 import cv2
-from nav_msgs.msg import OccupancyGrid
+from nav_msgs.msg import OccupancyGrid, Odometry
 import numpy as np
 import pytest
 from rclpy.serialization import serialize_message
@@ -707,3 +707,16 @@ def test_compressed_decompression_bomb_is_refused_before_decoding(fmt):
     msg = CompressedImage(format=fmt, data=bytes(payload))
     with pytest.raises(ValueError, match='claims'):
         conversions.compressed_to_rgb8(msg)
+
+
+def test_planar_twist_and_its_variance_from_odometry():
+    msg = Odometry()
+    msg.twist.twist.linear.x, msg.twist.twist.linear.y, msg.twist.twist.angular.z = 3.0, -1.0, 0.2
+    covariance = np.eye(6) * 1e6
+    covariance[0, 0], covariance[1, 1], covariance[5, 5] = 0.25, 0.5, 0.01
+    msg.twist.covariance = covariance.ravel().tolist()
+    np.testing.assert_array_equal(conversions.planar_twist(msg), [3.0, -1.0, 0.2])
+    np.testing.assert_array_equal(conversions.planar_twist_variance(msg), [0.25, 0.5, 0.01])
+    with pytest.raises(ValueError, match='36'):
+        conversions.planar_twist_variance(SimpleNamespace(twist=SimpleNamespace(
+            covariance=[0.0] * 35)))

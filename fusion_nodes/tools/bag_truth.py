@@ -16,7 +16,7 @@ from fusion_nodes.core.config import BevGrid, SEMANTIC_CLASSES, SENSORS
 from fusion_nodes.model.bag_samples import (
     bev_classes, CAMERA_TOPICS, failure_flags, GT_BEV_TOPIC, GT_CAPTURE_TOPIC, GT_EGO_TOPIC,
     GT_FAILURES_TOPIC, nearest_index)
-from fusion_nodes.model.metrics import confusion, mean_iou, rmse
+from fusion_nodes.model.metrics import confusion, ego_calibration, mean_iou, rmse
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,18 @@ def score_semantic(predicted: dict[int, np.ndarray], truth: BagTruth) -> tuple[f
         return float('nan'), 0
     matrix = sum(confusion(predicted[s], truth.bev[s], len(SEMANTIC_CLASSES)) for s in common)
     return mean_iou(matrix), len(common)
+
+
+def score_ego_calibration(predicted: dict[int, np.ndarray], variances: dict[int, np.ndarray],
+                          truth: BagTruth) -> dict:
+    """How the published ego variances cover the errors against the truth (metrics.
+    ego_calibration), over stamps all three have."""
+    common = [s for s in predicted if s in truth.ego and s in variances]
+    if not common:
+        return ego_calibration(np.zeros((0, 3)), np.zeros((0, 3)), np.zeros((0, 3)))
+    return ego_calibration(np.stack([predicted[s] for s in common]),
+                           np.log(np.stack([variances[s] for s in common])),
+                           np.stack([truth.ego[s] for s in common]))
 
 
 def score_ego(predicted: dict[int, np.ndarray], truth: BagTruth) -> tuple[float, int]:

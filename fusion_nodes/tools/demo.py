@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
                              "with --bag; '' for none)")
     args = parser.parse_args(argv)
 
-    from fusion_nodes.tools.bag_truth import load_bag_truth, score_ego, score_semantic
+    from fusion_nodes.tools.bag_truth import (
+        load_bag_truth, score_ego, score_ego_calibration, score_semantic)
     from fusion_nodes.tools.node_set import default_params_file
     from fusion_nodes.tools.observer import write_report_picture
     from fusion_nodes.tools.params_overlay import merged_parameters, write_parameters
@@ -70,6 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f'fused ego velocity against /gt: RMSE {ego_rmse:.2f} (m/s, rad/s) over {frames} '
           f"frames, {node_values.get('ego_with_lidar_odometry', '?')} joined with the lidar "
           'odometry')
+    coverage = score_ego_calibration(run.observer.ego, run.observer.ego_variance, truth)
+    if coverage['frames']:
+        print('fused ego covariance against /gt (honest: 0.68 / 0.95): vx errors within 1 / 2 '
+              f"sigma {coverage['within_1_sigma'][0]:.2f} / {coverage['within_2_sigma'][0]:.2f}"
+              f", yaw rate {coverage['within_1_sigma'][2]:.2f} / "
+              f"{coverage['within_2_sigma'][2]:.2f}, over {coverage['frames']} frames")
     picture = write_report_picture(run.observer, args.out / 'demo.png')
     print(f'demo: picture of overlay frames and the gate timeline written to {picture}')
     if not run.nodes_alive_at_end:

@@ -87,6 +87,7 @@ class FusionObserver(Node):
         self.gates: list[tuple[int, np.ndarray]] = []
         self.semantic: dict[int, np.ndarray] = {}
         self.ego: dict[int, np.ndarray] = {}
+        self.ego_variance: dict[int, np.ndarray] = {}
         self.overlays: list[tuple[int, np.ndarray]] = []
         self.diagnostics: dict[str, tuple[str, str, dict[str, str]]] = {}
         self.diagnostic_history: list[tuple[int, str, str, dict[str, str]]] = []
@@ -123,7 +124,9 @@ class FusionObserver(Node):
             conversions.image_to_numpy(msg))
 
     def _on_ego(self, msg: Odometry) -> None:
-        self.ego[conversions.stamp_to_ns(msg.header.stamp)] = conversions.planar_twist(msg)
+        stamp = conversions.stamp_to_ns(msg.header.stamp)
+        self.ego[stamp] = conversions.planar_twist(msg)
+        self.ego_variance[stamp] = conversions.planar_twist_variance(msg)
 
     def _on_overlay(self, msg: Image) -> None:
         stamp = conversions.stamp_to_ns(msg.header.stamp)
